@@ -1,0 +1,96 @@
+"""Human and JSON summaries of one checkpoint: what `gsvinspect info` prints and the TUI shows.
+
+Kept apart from the commands so the TUI's detail panel and the CLI say the same thing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .detect import base_verdict
+from .output import human_bytes, human_count, to_jsonable
+from .safe_unpickle import Opaque, TensorRef
+
+
+def describe_value(v: Any, depth: int = 0) -> str:
+    """One line describing an extra entry (config, info, optimizer, loops...)."""
+    if isinstance(v, TensorRef):
+        return f"tensor {v.dtype} {list(v.shape)}"
+    if isinstance(v, Opaque):
+        plain = v.as_plain()
+        if isinstance(plain, dict):
+            return f"{v.fullname} object with {len(plain)} fields: {', '.join(map(str, list(plain)[:8]))}" + (
+                ", ..." if len(plain) > 8 else "")
+        return f"{v.fullname} object: {plain!r}"[:120]
+    if isinstance(v, dict):
+        if {"state", "param_groups"} <= set(v):
+            groups = v.get("param_groups") or []
+            n_params = sum(len(g.get("params", [])) for g in groups if isinstance(g, dict))
+            return f"optimizer state: {len(groups)} param group(s), {n_params} params, {len(v.get('state') or {})} with state"
+        keys = list(v)
+        return f"dict with {len(keys)} entries: {', '.join(map(str, keys[:8]))}" + (", ..." if len(keys) > 8 else "")
+    if isinstance(v, (list, tuple)):
+        if v and all(isinstance(x, dict) and "param_groups" in x for x in v):
+            return f"{len(v)} optimizer state(s)"
+        return f"{type(v).__name__} of {len(v)}"
+    if isinstance(v, str):
+        return repr(v) if len(v) <= 100 else repr(v[:97] + "...")
+    return repr(v)
+
+
+def info_dict(ck, *, with_globals: bool = False) -> dict:
+    """Everything `info` shows, as plain data (the --json schema)."""
+    d = {
+        "path": str(ck.path),
+        "size_bytes": ck.size,
+        "container": ck.container,
+        "header": ck.header.decode("latin1"),
+        "layout": ck.layout.value,
+        "version": ck.version,
+        "evidence": list(ck.evidence),
+        "layout_evidence": list(ck.layout_evidence),
+        "weights_path": list(ck.weights_path),
+        "tensors": len(ck.weights),
+        "parameters": ck.n_params,
+        "weight_bytes": ck.n_bytes,
+        "bytes_by_dtype": ck.bytes_by_dtype(),
+        "training_base": base_verdict(ck),
+        "scaler": None if ck.scaler is None else {"where": list(ck.scaler.path), "state": to_jsonable(ck.scaler.state)},
+        "scaler_note": ck.scaler_note,
+        "extras": {str(k): describe_value(v) for k, v in ck.extras.items()},
+        "opaque_classes": list(ck.opaque),
+        "md5_first_8k": ck.head8k_md5,
+    }
+    if with_globals:
+        d["globals"] = list(ck.globals)
+    return d
+
+
+def render_info(con, ck, *, with_globals: bool = False) -> None:
+    from rich.table import Table
+
+    d = info_dict(ck, with_globals=with_globals)
+    t = Table(title=str(ck.path), title_justify="left", show_header=False, box=None, pad_edge=False)
+    t.add_column(style="bold cyan", no_wrap=True)
+    t.add_column(overflow="fold")
+    t.add_row("layout", ck.layout.value)
+    t.add_row("version", f"[bold]{ck.version}[/bold]")
+    for e in ck.evidence:
+        t.add_row("", f"- {e}")
+    t.add_row("container", f"{ck.container}, header {ck.header!r}, {human_bytes(ck.size)}")
+    for e in ck.layout_evidence:
+        t.add_row("", f"- {e}")
+    t.add_row("weights", f"{len(ck.weights)} tensors under "
+              f"{'/'.join(ck.weights_path) if ck.weights_path else '(top level)'}, "
+              f"{human_count(ck.n_params)} parameters, {human_bytes(ck.n_bytes)}")
+    t.add_row("dtypes", ", ".join(f"{k} {human_bytes(v)}" for k, v in sorted(d["bytes_by_dtype"].items())))
+    t.add_row("training base", d["training_base"])
+    t.add_row("scaler", ("[green]yes[/green]: " if ck.scaler else "[yellow]no[/yellow]: ") + ck.scaler_note)
+    for k, v in d["extras"].items():
+        t.add_row(f"  {k}", v)
+    if ck.opaque:
+        t.add_row("placeholders", ", ".join(ck.opaque) + " (kept inert, never imported)")
+    if with_globals:
+        t.add_row("globals", "\n".join(ck.globals))
+    con.print(t)
+    con.print()
