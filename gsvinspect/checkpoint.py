@@ -8,6 +8,7 @@ Layout and version detection live in `detect.py`; this module is the container p
 from __future__ import annotations
 
 import json
+import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ _SAFETENSORS_DTYPES = {
 }
 
 _MAX_DEPTH = 200
+KNOWN_HEADERS = frozenset(f"0{i}".encode() for i in range(7))
 
 
 @dataclass
@@ -279,6 +281,10 @@ def open_checkpoint(path: str | Path, *, trust: bool = False, weights_entry: str
 def _open_mapped(path: Path, mm, size: int, *, trust: bool, weights_entry: str | None) -> Checkpoint:
     head = bytes(mm[:8])
     head8k = bytes(mm[:8192])
+    if head[2:4] == b"\x03\x04" and head[:2] != b"PK" and head[:2] not in KNOWN_HEADERS:
+        shown = head[:2].decode("latin1") if head[:2].isascii() and head[:2].decode("latin1").isprintable() else head[:2].hex()
+        raise CheckpointError(path, f"unknown 2-byte header {shown!r} in place of 'PK' (GPT-SoVITS writes 00-06); "
+                              "refusing to guess its version")
     if head[:2] == b"PK" or (head[:2] in HEADER_DIGITS and head[2:4] == b"\x03\x04"):
         container = "torch-zip" if head[:2] == b"PK" else "torch-zip-headered"
         if trust:
@@ -289,24 +295,44 @@ def _open_mapped(path: Path, mm, size: int, *, trust: bool, weights_entry: str |
             ck._head8k = head8k
             return ck
         zi = ZipIndex.open(path, mm, size)
-        pkl_name, prefix = _find_pickle(path, zi)
-        _check_byteorder(path, zi, prefix)
-        storage_sizes, offsets = {}, {}
-        data_prefix = prefix + "data/"
-        for name, rec in zi.records.items():
-            if name.startswith(data_prefix) and "/" not in name[len(data_prefix):]:
-                storage_sizes[name[len(data_prefix):]] = rec.size
-        pkl = zi.data(pkl_name)
-        root, up = safe_loads(pkl, path, storage_sizes)
-        for key in up.storages:
-            rec_name = data_prefix + key
-            zi.data(rec_name)  # validates method/sizes
-            offsets[key] = zi.data_offset(rec_name)
-        ck = _from_root(path, size, container, head[:2], root, up.globals_seen, up.opaque_seen, weights_entry)
-        ck._data_offsets = offsets
-        ck._mm = mm
-        ck._head8k = head8k
-        return ck
+        try:
+            zi.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            zi.fd = None  # fall back to reading headers through the mapping
+        try:
+            return _open_zip(path, mm, size, zi, container, head8k, weights_entry)
+        finally:
+            if zi.fd is not None:
+                os.close(zi.fd)
+                zi.fd = None
+    return _open_other(path, mm, size, head, head8k, trust=trust, weights_entry=weights_entry)
+
+
+def _open_zip(path: Path, mm, size: int, zi: ZipIndex, container: str, head8k: bytes,
+              weights_entry: str | None) -> Checkpoint:
+    pkl_name, prefix = _find_pickle(path, zi)
+    _check_byteorder(path, zi, prefix)
+    storage_sizes: dict[str, int] = {}
+    offsets: dict[str, int] = {}
+    data_prefix = prefix + "data/"
+    for name, rec in zi.records.items():
+        if name.startswith(data_prefix) and "/" not in name[len(data_prefix):]:
+            storage_sizes[name[len(data_prefix):]] = rec.size
+    pkl = zi.data(pkl_name)
+    root, up = safe_loads(pkl, path, storage_sizes)
+    for key in up.storages:
+        rec_name = data_prefix + key
+        zi.data(rec_name)  # validates method/sizes
+        offsets[key] = zi.data_offset(rec_name)
+    ck = _from_root(path, size, container, head8k[:2], root, up.globals_seen, up.opaque_seen, weights_entry)
+    ck._data_offsets = offsets
+    ck._mm = mm
+    ck._head8k = head8k
+    return ck
+
+
+def _open_other(path: Path, mm, size: int, head: bytes, head8k: bytes, *, trust: bool,
+                weights_entry: str | None) -> Checkpoint:
     if len(head) >= 8 and _looks_like_safetensors(mm, size):
         return _open_safetensors(path, mm, size)
     if head[:2] == b"\x80\x02" or head[:1] == b"\x80":

@@ -47,6 +47,9 @@ class ZipIndex:
     def __init__(self, path: Path, mm: mmap.mmap, file_size: int, records: dict[str, ZipRecord], header: bytes):
         self.path = path
         self.mm = mm
+        # Local headers are scattered through the file; reading them through the mapping would
+        # fault in (and keep resident) up to 64 KiB around each. pread touches no mapping.
+        self.fd: int | None = None
         self.file_size = file_size
         self.records = records
         self.header = header
@@ -71,10 +74,13 @@ class ZipIndex:
         h = rec.header_offset
         if h + 30 > self.file_size:
             raise CheckpointError(self.path, f"record {name!r}: local header beyond end of file (truncated?)")
-        sig = bytes(self.mm[h:h + 4])
+        local = os.pread(self.fd, 30, h) if self.fd is not None else bytes(self.mm[h:h + 30])
+        if len(local) < 30:
+            raise CheckpointError(self.path, f"record {name!r}: local header beyond end of file (truncated?)")
+        sig = local[:4]
         if sig != _LOCAL_SIG and not (h == 0 and sig[:2] in HEADER_DIGITS and sig[2:] == b"\x03\x04"):
             raise CheckpointError(self.path, f"record {name!r}: bad local header signature (corrupt archive)")
-        name_len, extra_len = struct.unpack_from("<HH", self.mm, h + 26)
+        name_len, extra_len = struct.unpack_from("<HH", local, 26)
         off = h + 30 + name_len + extra_len
         if off + rec.compressed_size > self.file_size:
             raise CheckpointError(self.path, f"record {name!r} runs past the end of the file (truncated?)")
