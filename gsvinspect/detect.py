@@ -239,6 +239,15 @@ def detect(ck) -> None:
         derived = "v4"
         ev.append("v4 vocoder (conv_pre/ups/resblocks/conv_post)")
 
+    if not version and kind in ("gpt", "sovits-D") and derived:
+        family = {"v2": ("v2", "v3", "v4", "v2Pro", "v2ProPlus"), "v1": ("v1",),
+                  "v2Pro": ("v2Pro", "v2ProPlus")}.get(derived, ())
+        if kind == "sovits-D" and derived == "v2":
+            family = ("v1", "v2")
+        hint = _folder_version_hint(ck, root)
+        if hint and hint[0] in family and hint[0] != derived:
+            ev.append(f"{hint[1]} names {hint[0]} (the same architecture as {derived})")
+            version = hint[0]
     gpt_family = kind == "gpt" and derived == "v2" and version in ("v3", "v4", "v2Pro", "v2ProPlus")
     if gpt_family:
         ev.append(f"the v2 GPT architecture is the one {version} uses")
@@ -285,6 +294,42 @@ def _v3_v4_hint(ck, root) -> tuple[str, str] | None:
     if m:
         return m.group(1), f"path contains {m.group(0)!r}"
     return None
+
+
+_FOLDER_VERSION = re.compile(r"(?:logs_s[12]_|GPT_weights_|SoVITS_weights_|gsv-)(v2ProPlus|v2Pro|v1|v2|v3|v4)(?![0-9A-Za-z])")
+
+
+def _folder_version_hint(ck, root) -> tuple[str, str] | None:
+    """GPT-SoVITS names its output folders per version (logs_s1_v4, GPT_weights_v2Pro, ...)."""
+    m = _FOLDER_VERSION.search(str(ck.path))
+    if m:
+        return m.group(1), f"the path ({m.group(0)})"
+    cfgs = [root.get("config")]
+    hp = root.get("hyper_parameters")
+    if isinstance(hp, dict):
+        cfgs.append(hp.get("config"))
+        cfgs.append(hp.get("output_dir"))
+    for cfg in cfgs:
+        if isinstance(cfg, Opaque):
+            cfg = cfg.as_plain()
+        for text in _strings(cfg, 0):
+            m = _FOLDER_VERSION.search(text)
+            if m:
+                return m.group(1), f"the config ({m.group(0)})"
+    return None
+
+
+def _strings(o, depth):
+    if depth > 4:
+        return
+    if isinstance(o, str):
+        yield o
+    elif isinstance(o, dict):
+        for v in o.values():
+            yield from _strings(v, depth + 1)
+    elif isinstance(o, (list, tuple)):
+        for v in o:
+            yield from _strings(v, depth + 1)
 
 
 def _lora_rank(ck, base_keys, shapes) -> int | str:

@@ -1,0 +1,109 @@
+"""`gsvinspect diff PRE FT`: line up two checkpoints' keys under a rule list and say what it means.
+
+Exit 0 when fully aligned, 1 when anything is missing, unexpected, conflicting or of another
+shape (a dtype difference alone does not count), 2 for usage/rules errors, 3 for unreadable files.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ..cli import COMMON
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("diff", parents=[COMMON], help="compare the keys of a pretrained and a fine-tuned checkpoint",
+                       description="Pair the keys of PRE (pretrained) and FT (fine-tuned) after applying rename "
+                       "rules, explain what the differences mean for GPT-SoVITS, and (unless --no-stats) "
+                       "measure how far each tensor moved. Exit 0: fully aligned; 1: differences; "
+                       "2: usage or rules-file error; 3: unreadable file.")
+    p.add_argument("pre", metavar="PRE", help="pretrained checkpoint (the reference side)")
+    p.add_argument("ft", metavar="FT", help="fine-tuned checkpoint")
+    p.add_argument("--rules", metavar="FILE", help="TOML rules file (see `gsvinspect rules suggest`)")
+    p.add_argument("--suggest", action="store_true", help="use the automatically suggested rules")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="machine-readable output (schema: gsvinspect.diff/1)")
+    fmt.add_argument("--markdown", action="store_true", help="a Markdown report")
+    p.add_argument("--only-problems", action="store_true", help="leave matched keys out of the listing")
+    p.add_argument("--top", type=int, metavar="N", help="show at most N rows per section (and N top changes)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to compute stats")
+    p.add_argument("--no-stats", action="store_true", help="keys and shapes only; read no tensor data")
+    p.add_argument("--trust", action="store_true", help="load with plain torch.load (runs code from the files!)")
+    p.set_defaults(run=run)
+
+
+def open_with_entry(path, *, trust: bool, weights_entry: str | None):
+    """Open a checkpoint; a rules file's `weights_entry` wins when the file has that entry."""
+    from ..checkpoint import open_checkpoint
+
+    ck = open_checkpoint(path, trust=trust)
+    root = ck.root
+    if weights_entry and isinstance(root, dict) and weights_entry in root and tuple(ck.weights_path) != (weights_entry,):
+        ck.close()
+        ck = open_checkpoint(path, trust=trust, weights_entry=weights_entry)
+    return ck
+
+
+def compute_report(args):
+    """Build the DiffReport for parsed args (also used by tests)."""
+    from ..align import align
+    from ..diff_report import DiffReport, FileSide
+    from ..errors import UsageError
+    from ..knowledge import diagnose
+    from ..rules import load_rules
+    from ..suggest import suggest_rules
+
+    if args.top is not None and args.top < 1:
+        raise UsageError("--top needs a positive number")
+    if args.rules and args.suggest:
+        raise UsageError("--rules and --suggest exclude each other (write the suggestion to a file with "
+                         "`gsvinspect rules suggest PRE FT > rules.toml` and edit it)")
+    rules = load_rules(args.rules) if args.rules else None   # a bad rules file fails before any file is read
+    entry = rules.weights_entry if rules is not None else None
+    pre = open_with_entry(args.pre, trust=args.trust, weights_entry=entry)
+    try:
+        ft = open_with_entry(args.ft, trust=args.trust, weights_entry=entry)
+    except BaseException:
+        pre.close()
+        raise
+    if args.suggest:
+        rules = suggest_rules(pre.weights, ft.weights)
+    al = align(pre.weights, ft.weights, rules)
+    report = DiffReport(pre=FileSide.of(pre, args.pre), ft=FileSide.of(ft, args.ft), alignment=al,
+                        findings=diagnose(pre, ft, al), rules=rules, suggested=bool(args.suggest))
+    if not args.no_stats:
+        report.stats, report.stats_error = _stats(pre, ft, al, args.device)
+    return report, pre, ft
+
+
+def _stats(pre, ft, al, device):
+    try:
+        from ..stats import compute_stats
+    except ImportError:
+        return None, "the stats module is not available in this build"
+    triples = [t for t in al.triples() if t[1] is not None and t[2] is not None]
+    if not triples:
+        return None, None
+    try:
+        return compute_stats(pre, ft, al.triples(), device=device), None
+    except ImportError as exc:  # torch/numpy missing
+        return None, f"needs {exc.name or 'torch'}"
+
+
+def run(args) -> int:
+    from ..diff_report import render_markdown, render_text, to_json
+    from ..output import console, emit_json
+
+    report, pre, ft = compute_report(args)
+    try:
+        if args.json:
+            emit_json(to_json(report, only_problems=args.only_problems))
+        elif args.markdown:
+            sys.stdout.write(render_markdown(report, only_problems=args.only_problems, top=args.top))
+        else:
+            render_text(report, console(), only_problems=args.only_problems, top=args.top,
+                        show_stats=not args.no_stats)
+    finally:
+        pre.close()
+        ft.close()
+    return 0 if report.ok else 1
