@@ -93,6 +93,7 @@ class DiffReport:
     suggested: bool = False
     stats: Any = None              # gsvinspect.stats.StatsResult when computed
     stats_error: str | None = None
+    embeddings: list = field(default_factory=list)  # rollup.RowChanges of the phoneme tables
 
     @property
     def ok(self) -> bool:
@@ -131,7 +132,7 @@ def to_json(report: DiffReport, *, only_problems: bool = False) -> dict:
     rows = [r for r in al.rows if r.status.is_problem] if only_problems else al.rows
     stats = None
     if report.stats is not None:
-        stats = _stats_json(report.stats)
+        stats = _stats_json(report)
     return {
         "schema": SCHEMA,
         "ok": al.ok,
@@ -149,20 +150,11 @@ def to_json(report: DiffReport, *, only_problems: bool = False) -> dict:
     }
 
 
-def _stats_json(stats: Any) -> Any:
-    try:
-        from . import stats_report
-    except ImportError:
-        stats_report = None
-    for name in ("stats_to_json", "to_json", "as_json", "stats_json"):
-        fn = getattr(stats_report, name, None) if stats_report else None
-        if callable(fn):
-            return fn(stats)
-    for name in ("as_dict", "to_dict", "to_json"):
-        fn = getattr(stats, name, None)
-        if callable(fn):
-            return fn()
-    return _stats_json_fallback(stats)
+def _stats_json(report: "DiffReport") -> Any:
+    from . import stats_report
+
+    top = 20
+    return stats_report.report_dict(report.stats, top=top, embeddings=report.embeddings)
 
 
 def _num(x: Any) -> Any:
@@ -170,20 +162,6 @@ def _num(x: Any) -> Any:
     if isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))):
         return str(x)
     return x
-
-
-_STAT_FIELDS = ("numel", "norm_pre", "norm_ft", "norm_diff", "rel_change", "cosine", "max_abs_diff",
-                "changed_frac", "nan_pre", "nan_ft", "inf_pre", "inf_ft", "overflow16_pre", "overflow16_ft", "note")
-
-
-def _stats_json_fallback(stats: Any) -> dict | None:
-    """Minimal stats JSON used when gsvinspect.stats_report offers no serializer."""
-    per_key = getattr(stats, "per_key", None)
-    if per_key is None:
-        return None
-    return {"device_used": getattr(stats, "device_used", None), "seconds": _num(getattr(stats, "seconds", None)),
-            "bytes_read": getattr(stats, "bytes_read", None), "cancelled": getattr(stats, "cancelled", False),
-            "per_key": {k: {f: _num(getattr(t, f, None)) for f in _STAT_FIELDS} for k, t in per_key.items()}}
 
 
 def check_to_json(result: CheckResult, side: FileSide | None = None) -> dict:
@@ -298,7 +276,7 @@ def render_text(report: DiffReport, console, *, only_problems: bool = False, top
 
     if show_stats:
         if report.stats is not None:
-            _render_stats_text(report.stats, console, top)
+            _render_stats_text(report, console, top)
         elif report.stats_error:
             console.print(Text(f"stats not computed: {report.stats_error}", style="yellow"))
 
@@ -312,40 +290,10 @@ def _table(console, **kw):
     return Table(**kw)
 
 
-def _render_stats_text(stats: Any, console, top: int | None) -> None:
-    try:
-        from . import stats_report
-    except ImportError:
-        stats_report = None
-    for name in ("render_stats", "render_text", "render"):
-        fn = getattr(stats_report, name, None) if stats_report else None
-        if callable(fn):
-            try:
-                fn(stats, console, top=top) if top is not None else fn(stats, console)
-            except TypeError:
-                fn(stats, console)
-            return
-    _stats_text_fallback(stats, console, top)
+def _render_stats_text(report: "DiffReport", console, top: int | None) -> None:
+    from . import stats_report
 
-
-def _stats_text_fallback(stats: Any, console, top: int | None) -> None:
-    """The most-changed tensors, when gsvinspect.stats_report offers no renderer."""
-
-    per_key = getattr(stats, "per_key", None) or {}
-    paired = [t for t in per_key.values() if getattr(t, "rel_change", None) is not None]
-    paired.sort(key=lambda t: -t.rel_change if t.rel_change == t.rel_change else 0.0)
-    n = top or 20
-    t = _table(console, title=f"largest relative changes (top {min(n, len(paired))} of {len(paired)}, "
-                    f"{getattr(stats, 'device_used', '?')}, {getattr(stats, 'seconds', 0.0):.2f} s)",
-              title_justify="left", show_edge=False, pad_edge=False)
-    t.add_column("target key", overflow="fold")
-    t.add_column("‖Δ‖/‖pre‖", justify="right")
-    t.add_column("cosine", justify="right")
-    t.add_column("max |Δ|", justify="right")
-    for st in paired[:n]:
-        t.add_row(st.target, f"{st.rel_change:.3g}", f"{st.cosine:.6f}" if st.cosine is not None else "",
-                  f"{st.max_abs_diff:.3g}" if st.max_abs_diff is not None else "")
-    console.print(t)
+    stats_report.print_report(console, report.stats, top=20 if top is None else top, embeddings=report.embeddings)
 
 
 def render_check_text(result: CheckResult, console, side: FileSide | None = None, *, top: int | None = None) -> None:
@@ -440,25 +388,16 @@ def render_markdown(report: DiffReport, *, only_problems: bool = False, top: int
             out.append(f"\n… and {len(rows) - len(shown)} more")
         out.append("")
     if report.stats is not None:
-        md = _stats_markdown(report.stats, top)
+        md = _stats_markdown(report, top)
         if md:
             out += ["## Weight changes", "", md, ""]
     return "\n".join(out)
 
 
-def _stats_markdown(stats: Any, top: int | None) -> str | None:
-    try:
-        from . import stats_report
-    except ImportError:
-        return None
-    for name in ("stats_markdown", "render_markdown", "to_markdown"):
-        fn = getattr(stats_report, name, None)
-        if callable(fn):
-            try:
-                return fn(stats, top=top) if top is not None else fn(stats)
-            except TypeError:
-                return fn(stats)
-    return None
+def _stats_markdown(report: "DiffReport", top: int | None) -> str | None:
+    from . import stats_report
+
+    return stats_report.to_markdown(report.stats, top=20 if top is None else top, embeddings=report.embeddings)
 
 
 def render_check_markdown(result: CheckResult, side: FileSide | None = None) -> str:

@@ -73,7 +73,21 @@ def compute_report(args):
                         findings=diagnose(pre, ft, al), rules=rules, suggested=bool(args.suggest))
     if not args.no_stats:
         report.stats, report.stats_error = _stats(pre, ft, al, args.device)
+        if report.stats is not None:
+            report.embeddings = _embeddings(pre, ft, al)
     return report, pre, ft
+
+
+def _embeddings(pre, ft, al):
+    """Per-row changes of the phoneme tables: which languages a fine-tune moved."""
+    from ..rollup import embedding_keys, embedding_rows
+
+    out = []
+    for target in embedding_keys(r.target for r in al.rows):
+        row = al.row_for(target)
+        if row is not None and row.pre_key and row.ft_key:
+            out.append(embedding_rows(pre, ft, row.pre_key, row.ft_key))
+    return out
 
 
 def _stats(pre, ft, al, device):
@@ -85,7 +99,7 @@ def _stats(pre, ft, al, device):
     if not triples:
         return None, None
     try:
-        return compute_stats(pre, ft, al.triples(), device=device), None
+        return compute_stats(pre, ft, triples, device=device), None
     except ImportError as exc:  # torch/numpy missing
         return None, f"needs {exc.name or 'torch'}"
 
