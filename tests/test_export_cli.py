@@ -1,0 +1,119 @@
+"""`gsvinspect export`: plan table / JSON, exit codes, rules files, refusals."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import torch
+
+from gsvinspect import synth
+from gsvinspect.cli import main
+
+SCALE = 16
+
+
+@pytest.fixture(scope="module")
+def gpt_pair(tmp_path_factory):
+    return synth.write_pair(tmp_path_factory.mktemp("cli"), "gpt", "v2", scale=SCALE, optimizer="light")
+
+
+def _json(capsys):
+    return json.loads(capsys.readouterr().out)
+
+
+def test_dry_run_json_describes_plan_and_writes_nothing(gpt_pair, tmp_path, capsys):
+    pre, ft = gpt_pair
+    out = tmp_path / "o.ckpt"
+    rc = main(["export", str(pre), str(ft), "-o", str(out), "--dry-run", "--json", "--alpha", "0.7"])
+    data = _json(capsys)
+    assert rc == 0 and not out.exists()
+    assert data["dry_run"] is True and data["ok"] is True
+    assert data["counts"]["written"] == 295 and data["counts"]["from_ft"] == 295
+    assert data["counts"]["filled_from_pre"] == 0 and data["dropped"] == []
+    assert data["dtype"]["changes"] == {"float32->float16": 295}
+    assert data["scaler"] == {"where": ["MixedPrecision"], "from": "fine-tuned"}
+    assert data["layout"] == "gpt-pretrained" and data["header"] == "PK"
+    assert [e["name"] for e in data["entries"]] == ["weight", "config", "MixedPrecision"]
+    assert data["alphas_used"] == {"0.7": 295}
+    assert data["estimated_size"] > 0
+
+
+def test_dry_run_table(gpt_pair, capsys):
+    pre, ft = gpt_pair
+    assert main(["export", str(pre), str(ft), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    for label in ("keys written", "filled from pretrained", "dropped", "dtype", "scaler state", "output layout",
+                  "size"):
+        assert label in text
+    assert "kept under 'MixedPrecision'" in text
+
+
+def test_export_json_report(gpt_pair, tmp_path, capsys):
+    pre, ft = gpt_pair
+    out = tmp_path / "新的.ckpt"
+    assert main(["export", str(pre), str(ft), "-o", str(out), "--json"]) == 0
+    data = _json(capsys)
+    assert data["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert data["size"] == out.stat().st_size
+    assert data["verdict"]["ok"] is True and data["verdict"]["intended"] == "v2"
+    assert data["verified_tensors"] == 295
+    assert data["manifest_check"]["missing"] == [] and data["manifest_check"]["unexpected"] == []
+    # the table form too, on a second run with --force
+    assert main(["export", str(pre), str(ft), "-o", str(out), "--force"]) == 0
+    text = capsys.readouterr().out
+    assert "sha256" in text and "GPT-SoVITS reads it as" in text and "OK as v2" in text
+
+
+def test_exit_codes(gpt_pair, tmp_path, capsys):
+    pre, ft = gpt_pair
+    assert main(["export", str(pre), str(ft)]) == 2  # no -o
+    out = tmp_path / "x.ckpt"
+    out.write_bytes(b"keep")
+    assert main(["export", str(pre), str(ft), "-o", str(out)]) == 3
+    assert "already exists" in capsys.readouterr().err
+    assert out.read_bytes() == b"keep"
+    assert main(["export", str(pre), str(ft), "-o", str(tmp_path / "y.ckpt"), "--alpha", "2"]) == 2
+    assert main(["export", str(pre), str(ft), "-o", str(tmp_path / "z.ckpt"), "--layout", "sovits-weights"]) == 3
+    assert not (tmp_path / "z.ckpt").exists()
+    assert main(["export", str(pre), str(ft), "--layout", "sovits-weights", "--dry-run"]) == 1
+    assert main(["export", str(tmp_path / "missing.ckpt"), str(ft), "--dry-run"]) == 3
+
+
+def test_rules_file_with_alphas(gpt_pair, tmp_path, capsys):
+    pre, ft = gpt_pair
+    rules = tmp_path / "r.toml"
+    rules.write_text('[alpha]\n"model.ar_text_embedding" = 0.25\ndefault = 1.0\n', encoding="utf-8")
+    out = tmp_path / "r.ckpt"
+    assert main(["export", str(pre), str(ft), "-o", str(out), "--rules", str(rules), "--json"]) == 0
+    data = _json(capsys)
+    assert data["alphas_used"] == {"0.25": 1}
+    assert data["alpha_by_module"]["model.ar_text_embedding"] == 0.25
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[rule]]\nrename = '('\nto = 'x'\n")
+    assert main(["export", str(pre), str(ft), "-o", str(out), "--rules", str(bad), "--force"]) == 2
+
+
+def test_config_keep_writes_hparams_back(tmp_path, capsys, monkeypatch):
+    pre, ft = synth.write_pair(tmp_path / "p", "sovits-G-export", "v1", scale=SCALE)
+    out_plain, out_keep = tmp_path / "plain.pth", tmp_path / "keep.pth"
+    assert main(["export", str(pre), str(ft), "-o", str(out_plain)]) == 0
+    assert main(["export", str(pre), str(ft), "-o", str(out_keep), "--config", "keep"]) == 0
+    capsys.readouterr()
+    plain = torch.load(out_plain, weights_only=True)  # plain dict config: no foreign globals
+    assert isinstance(plain["config"], dict) and plain["config"]["model"]["version"] == "v1"
+    with pytest.raises(Exception):
+        torch.load(out_keep, weights_only=True)  # utils.HParams, exactly like upstream's exports
+    stub = tmp_path / "stub"
+    stub.mkdir()
+    (stub / "utils.py").write_text("class HParams:\n    pass\n")
+    monkeypatch.syspath_prepend(str(stub))
+    import sys
+
+    monkeypatch.delitem(sys.modules, "utils", raising=False)
+    try:
+        kept = torch.load(out_keep, weights_only=False)
+    finally:
+        sys.modules.pop("utils", None)
+    assert type(kept["config"]).__module__ == "utils" and kept["config"].model.version == "v1"
