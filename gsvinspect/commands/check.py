@@ -24,7 +24,8 @@ def add_parser(sub) -> None:
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="machine-readable output (schema: gsvinspect.check/1)")
     fmt.add_argument("--markdown", action="store_true", help="a Markdown report")
-    p.add_argument("--top", type=int, metavar="N", help="list at most N keys per section")
+    p.add_argument("--top", type=int, metavar="N", default=25,
+                   help="list at most N keys per section (default 25; 0 lists all)")
     p.add_argument("--trust", action="store_true", help="load with plain torch.load (runs code from the file!)")
     p.set_defaults(run=run)
 
@@ -53,5 +54,5 @@ def run(args) -> int:
     elif args.markdown:
         sys.stdout.write(render_check_markdown(result, side))
     else:
-        render_check_text(result, console(), side, top=args.top)
+        render_check_text(result, console(), side, top=args.top or None)
     return 0 if result.ok else 1
