@@ -337,6 +337,8 @@ def render_check_text(result: CheckResult, console, side: FileSide | None = None
         for k, e, f in rows:
             t.add_row(k, str(list(e)), str(list(f)))
         console.print(t)
+        if len(rows) < len(result.shape_mismatched):
+            console.print(f"  … and {len(result.shape_mismatched) - len(rows)} more (--top 0 lists all)")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,8 +16,12 @@ No torch import: listing keys stays fast.
 
 from __future__ import annotations
 
+import _compat_pickle
+import gc
 import io
 import pickle
+import pickletools
+import reprlib
 import struct
 from dataclasses import dataclass
 from math import prod
@@ -54,6 +58,9 @@ DANGEROUS_MODULES = (
     "torch", "pytorch_lightning", "lightning", "yaml", "codecs", "_codecs", "site", "sysconfig",
     "ensurepip", "venv", "distutils", "setuptools", "pip", "shelve", "dbm", "sqlite3", "logging",
     "fileinput", "linecache", "tokenize", "ast", "dis", "commands", "popen2", "spawn",
+    "_posixsubprocess", "_winapi", "msvcrt", "winreg", "_winreg", "pydoc", "uuid", "mmap", "resource",
+    "fcntl", "select", "selectors", "tarfile", "zipfile", "copy_reg", "cPickle", "antigravity", "this",
+    "_frozen_importlib", "_frozen_importlib_external", "_imp", "xmlrpc", "socketserver",
 )
 
 
@@ -117,14 +124,45 @@ class OpaqueFunction(Opaque):
     """A global we do not recognise used as a plain value (not called)."""
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxtuple, _REPR.maxset = 3, 6, 6, 6, 6
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong = 60, 60, 40
+
+
 def _short_repr(v: Any, limit: int = 40) -> str:
-    r = repr(v)
+    """repr bounded in depth and width: a crafted DAG or a deep list cannot make it hang."""
+    try:
+        r = _REPR.repr(v)
+    except (RecursionError, ValueError):
+        r = f"<{type(v).__name__}>"
     return r if len(r) <= limit else r[: limit - 3] + "..."
 
 
-def _plain(obj: Any, _depth: int = 0) -> Any:
-    if _depth > 64:
+_PLAIN_BUDGET = 20_000  # nodes one as_plain() may visit: a crafted DAG can have 2**80 paths
+
+
+def _plain(obj: Any, _depth: int = 0, _budget: list | None = None, _active: set | None = None) -> Any:
+    """Plain view of `obj`, bounded: depth <= 64, at most _PLAIN_BUDGET nodes, cycles cut."""
+    if _budget is None:
+        _budget, _active = [_PLAIN_BUDGET], set()
+    _budget[0] -= 1
+    if _depth > 64 or _budget[0] < 0:
         return "..."
+    if isinstance(obj, (Opaque, dict, list, tuple)):
+        if id(obj) in _active:
+            return "<cycle>"
+        _active.add(id(obj))
+        try:
+            return _plain_node(obj, _depth, _budget, _active)
+        finally:
+            _active.discard(id(obj))
+    return obj
+
+
+def _plain_node(obj: Any, _depth: int, _budget: list, _active: set) -> Any:
+    def sub(v):
+        return _plain(v, _depth + 1, _budget, _active)
+
     if isinstance(obj, Opaque):
         # pathlib paths: their args are the path parts
         if obj.module.startswith("pathlib") and obj.qualname.endswith("Path"):
@@ -134,27 +172,27 @@ def _plain(obj: Any, _depth: int = 0) -> Any:
             return "/".join(parts).replace("//", "/") if parts else obj.fullname
         state = obj.state
         if isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], dict):  # (dict, slots)
-            merged = dict(state[0] or {})
+            merged = dict(state[0]) if isinstance(state[0], dict) else {}
             merged.update(state[1])
             state = merged
         if isinstance(state, dict):
-            out = {k: _plain(v, _depth + 1) for k, v in state.items()}
+            out = {k: sub(v) for k, v in state.items()}
             if obj.setitems:
-                out.update({k: _plain(v, _depth + 1) for k, v in obj.setitems.items()})
+                out.update({k: sub(v) for k, v in obj.setitems.items()})
             return out
         if obj.setitems:
-            return {k: _plain(v, _depth + 1) for k, v in obj.setitems.items()}
+            return {k: sub(v) for k, v in obj.setitems.items()}
         if obj.items:
-            return [_plain(v, _depth + 1) for v in obj.items]
+            return [sub(v) for v in obj.items]
         if len(obj.args) == 1 and not obj.kwargs:
-            return _plain(obj.args[0], _depth + 1)
+            return sub(obj.args[0])
         return repr(obj)
     if isinstance(obj, dict):
-        return {k: _plain(v, _depth + 1) for k, v in obj.items()}
+        return {k: sub(v) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_plain(v, _depth + 1) for v in obj]
+        return [sub(v) for v in obj]
     if isinstance(obj, tuple):
-        return tuple(_plain(v, _depth + 1) for v in obj)
+        return tuple(sub(v) for v in obj)
     return obj
 
 
@@ -328,8 +366,8 @@ ALLOWED: dict[tuple[str, str], Any] = {
     ("torch", "Size"): _size,
     ("torch", "device"): _device,
     ("_codecs", "encode"): _codecs_encode,
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
+    ("builtins", "set"): None,  # resolved below (argument-checked)
+    ("builtins", "frozenset"): None,
     ("builtins", "complex"): complex,
     ("builtins", "slice"): slice,
     ("builtins", "range"): range,
@@ -348,7 +386,18 @@ def _bytearray(*args):
     return bytearray(*args[:1])
 
 
+def _bounded(kind):
+    def build(*args):
+        if len(args) > 1 or (args and not isinstance(args[0], (list, tuple, set, frozenset, dict, str, bytes))):
+            raise _Bad(f"{kind.__name__}() built from {type(args[0]).__name__ if args else 'nothing'}: "
+                       "only literal containers are accepted (a range could be endless)")
+        return kind(*args)
+    return build
+
+
 ALLOWED[("builtins", "bytearray")] = _bytearray
+ALLOWED[("builtins", "set")] = _bounded(set)
+ALLOWED[("builtins", "frozenset")] = _bounded(frozenset)
 for _name in STORAGE_DTYPES:
     ALLOWED[("torch", _name)] = ("storage", STORAGE_DTYPES[_name])
     ALLOWED[("torch.storage", _name)] = ("storage", STORAGE_DTYPES[_name])
@@ -363,6 +412,13 @@ _KNOWN_DANGEROUS = {
     "torch._C._jit_pass", "numpy.load", "numpy.lib.npyio.load", "functools.partial",
     "functools.reduce", "operator.attrgetter", "operator.methodcaller", "operator.itemgetter",
 }
+
+
+def _py3_name(module: str, name: str) -> tuple[str, str]:
+    """What pickle's fix_imports turns a Python 2 global into (protocol < 3 files)."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
 
 
 def _is_dangerous(module: str, name: str) -> bool:
@@ -387,19 +443,28 @@ class SafeUnpickler(pickle.Unpickler):
         self.storages: dict[str, StorageRef] = {}
 
     def find_class(self, module: str, name: str):
-        if not isinstance(module, str) or not isinstance(name, str):
+        if type(module) is not str or type(name) is not str:
             raise RefusedGlobalError(self._path, repr((module, name)), "non-string global name")
         full = f"{module}.{name}"
         if full not in self.globals_seen:
             self.globals_seen.append(full)
-        allowed = ALLOWED.get((module, name))
-        if allowed is not None:
-            return allowed
-        if _is_dangerous(module, name):
-            raise RefusedGlobalError(self._path, full)
+        # a real unpickler maps Python 2 names (`__builtin__`, `copy_reg`, ...) before importing:
+        # judge the name it would really resolve, not only the spelling in the file
+        candidates = [(module, name), _py3_name(module, name)]
+        for m, n in candidates:
+            allowed = ALLOWED.get((m, n))
+            if allowed is not None:
+                return allowed
+        for m, n in candidates:
+            if _is_dangerous(m, n):
+                raise RefusedGlobalError(self._path, full)
         if "__" in name or "__" in module:
             # dunder lookups (`__reduce__`, `__builtins__`) are a classic route to code
             raise RefusedGlobalError(self._path, full, "dunder name")
+        if "." in name and not all(part[:1].isupper() for part in name.split(".")):
+            # protocol 4 resolves dotted names attribute by attribute: `pathlib` + `os.system`
+            # reaches os.system, `Path.write_text` a method; nested classes are capitalised
+            raise RefusedGlobalError(self._path, full, "attribute chain reaching a module or function")
         cls = self._opaque_classes.get(full)
         if cls is None:
             base = Opaque if (name[:1].isupper() or "." in name) else OpaqueFunction
@@ -432,11 +497,145 @@ class SafeUnpickler(pickle.Unpickler):
         return ref
 
 
+# opcode byte -> how its argument is laid out (from pickletools' own opcode table):
+# n >= 0 fixed size, _LINE / _TWO_LINES newline-terminated, -10 - k a k-byte length prefix
+_LINE, _TWO_LINES, _UNKNOWN = -1, -2, -100
+_ARG_LAYOUT = [_UNKNOWN] * 256
+for _op in pickletools.opcodes:
+    _a = _op.arg
+    if _a is None:
+        _lay = 0
+    elif _a.n >= 0:
+        _lay = _a.n
+    elif _a.n == pickletools.UP_TO_NEWLINE:
+        _lay = _TWO_LINES if _op.name in ("GLOBAL", "INST") else _LINE
+    else:
+        _lay = -10 - {pickletools.TAKEN_FROM_ARGUMENT1: 1, pickletools.TAKEN_FROM_ARGUMENT4: 4,
+                      pickletools.TAKEN_FROM_ARGUMENT4U: 4, pickletools.TAKEN_FROM_ARGUMENT8U: 8}[_a.n]
+    _ARG_LAYOUT[ord(_op.code.encode("latin1"))] = _lay
+_ARG_LAYOUT[ord(".")] = _UNKNOWN  # STOP ends the scan
+_LONG_BINPUT, _PUT, _BINSTRING = ord("r"), ord("p"), ord("T")
+
+
+def check_memo_indices(data: bytes) -> None:
+    """Refuse memo indices no honest pickle has, before the C unpickler sees them.
+
+    CPython's unpickler sizes its memo array to twice the largest PUT index: a 12-byte pickle
+    with LONG_BINPUT 2**28 makes it allocate and zero 4 GiB. An index is honest when it is
+    below the pickle's length (every memoised object costs at least one opcode byte).
+    """
+    n = len(data)
+    pos = 0
+    layout = _ARG_LAYOUT
+    from_bytes = int.from_bytes
+    find = data.find
+    while pos < n:
+        op = data[pos]
+        lay = layout[op]
+        pos += 1
+        if lay >= 0:
+            if op == _LONG_BINPUT and from_bytes(data[pos:pos + 4], "little") >= n:
+                raise _Bad(f"pickle memo index {from_bytes(data[pos:pos + 4], 'little')} is larger than "
+                           "the pickle (crafted)")
+            pos += lay
+        elif lay <= -11:
+            size = -10 - lay
+            if op == _BINSTRING:
+                length = from_bytes(data[pos:pos + 4], "little", signed=True)
+                if length < 0:
+                    return
+            else:
+                length = from_bytes(data[pos:pos + size], "little")
+            pos += size + length
+        elif lay == _LINE:
+            end = find(b"\n", pos)
+            if end < 0:
+                return
+            if op == _PUT:
+                digits = data[pos:end].strip()
+                if len(digits) > 12 or (digits.isdigit() and int(digits) >= n):
+                    raise _Bad("pickle memo index larger than the pickle (crafted)")
+            pos = end + 1
+        elif lay == _TWO_LINES:
+            end = find(b"\n", pos)
+            end = find(b"\n", end + 1) if end >= 0 else -1
+            if end < 0:
+                return
+            pos = end + 1
+        else:
+            return  # STOP or an unknown opcode: the unpickler reports it
+
+
+MAX_NESTING = 100             # honest checkpoints nest < 20 levels
+MAX_EXPANDED_NODES = 20_000_000  # nodes a full walk of the object would visit (shared parts counted again)
+
+
+def _children(o):
+    if isinstance(o, dict):
+        return iter(list(o.keys()) + list(o.values()))
+    if isinstance(o, (list, tuple, set, frozenset)):
+        return iter(o)
+    if isinstance(o, Opaque):
+        return iter((o.args, o.kwargs, o.state, o.items, o.setitems))
+    return None
+
+
+def check_structure(root: Any) -> None:
+    """Refuse objects every walker would choke on: cycles, absurd nesting, exponential sharing.
+
+    Memory stays small (shared references), but showing, walking or writing such an object
+    back would recurse forever or visit 2**80 nodes; better one clear error up front.
+    """
+    end = object()
+    it = _children(root)
+    if it is None:
+        return
+    memo: dict[int, int] = {}
+    active = {id(root)}
+    stack = [[root, it, 0]]
+    while stack:
+        frame = stack[-1]
+        child = next(frame[1], end)
+        if child is end:
+            stack.pop()
+            active.discard(id(frame[0]))
+            size = frame[2] + 1
+            memo[id(frame[0])] = size
+            if stack:
+                stack[-1][2] += size
+                if stack[-1][2] > MAX_EXPANDED_NODES:
+                    raise _Bad(f"pickle's object graph expands to more than {MAX_EXPANDED_NODES} nodes "
+                               "(crafted sharing)")
+            continue
+        cit = _children(child)
+        if cit is None:
+            frame[2] += 1
+            continue
+        cid = id(child)
+        if cid in memo:
+            frame[2] += memo[cid]
+            if frame[2] > MAX_EXPANDED_NODES:
+                raise _Bad(f"pickle's object graph expands to more than {MAX_EXPANDED_NODES} nodes "
+                           "(crafted sharing)")
+            continue
+        if cid in active:
+            raise _Bad(f"pickle holds a container that contains itself ({type(child).__name__} reference cycle)")
+        if len(stack) >= MAX_NESTING:
+            raise _Bad(f"pickle nests containers more than {MAX_NESTING} levels deep")
+        active.add(cid)
+        stack.append([child, cit, 0])
+
+
 def safe_loads(data: bytes | memoryview, path, storage_sizes: dict[str, int] | None) -> tuple[Any, SafeUnpickler]:
     """Unpickle `data` safely; returns (object, unpickler) or raises CheckpointError."""
+    data = bytes(data)
     up = SafeUnpickler(data, path, None, storage_sizes)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # the unpickler only allocates; collections during it cost ~2/3 of the time
     try:
+        check_memo_indices(data)
         obj = up.load()
+        check_structure(obj)
     except RefusedGlobalError:
         raise
     except CheckpointError:
@@ -450,5 +649,8 @@ def safe_loads(data: bytes | memoryview, path, storage_sizes: dict[str, int] | N
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
             UnicodeDecodeError, OverflowError, struct.error) as exc:
         raise CheckpointError(path, f"corrupt pickle ({type(exc).__name__}: {_short_repr(str(exc), 80)})") from None
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     return obj, up
 

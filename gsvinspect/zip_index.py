@@ -181,7 +181,9 @@ def map_file(path: Path) -> tuple[mmap.mmap | None, int]:
     Returns (None, 0) for an empty file. Raises CheckpointError for what the user can fix.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        # O_NONBLOCK: opening a FIFO (or a device) for reading would otherwise wait forever
+        # before fstat could tell us it is not a regular file
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise CheckpointError(path, "no such file") from None
     except IsADirectoryError:
