@@ -288,12 +288,7 @@ def _open_mapped(path: Path, mm, size: int, *, trust: bool, weights_entry: str |
     if head[:2] == b"PK" or (head[:2] in HEADER_DIGITS and head[2:4] == b"\x03\x04"):
         container = "torch-zip" if head[:2] == b"PK" else "torch-zip-headered"
         if trust:
-            root = _trusted_load(path, mm, head[:2])
-            ck = _from_root(path, size, "trusted-pickle", head[:2], root, [], [], weights_entry)
-            ck.trusted = True
-            ck._mm = mm
-            ck._head8k = head8k
-            return ck
+            return _open_trusted(path, mm, size, head8k, weights_entry)
         zi = ZipIndex.open(path, mm, size)
         try:
             zi.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
@@ -337,12 +332,7 @@ def _open_other(path: Path, mm, size: int, head: bytes, head8k: bytes, *, trust:
         return _open_safetensors(path, mm, size)
     if head[:2] == b"\x80\x02" or head[:1] == b"\x80":
         if trust:
-            root = _trusted_load(path, mm, head[:2])
-            ck = _from_root(path, size, "trusted-pickle", head[:2], root, [], [], weights_entry)
-            ck.trusted = True
-            ck._mm = mm
-            ck._head8k = head8k
-            return ck
+            return _open_trusted(path, mm, size, head8k, weights_entry)
         raise CheckpointError(path, "legacy (non-zip) pickle checkpoint; gsvinspect reads it only with --trust")
     if head[:2] in HEADER_DIGITS:
         raise CheckpointError(path, f"unknown 2-byte header {head[:2].decode()!r} and no zip archive behind it")
@@ -443,6 +433,15 @@ def _open_safetensors(path: Path, mm, size: int) -> Checkpoint:
     ck._data_offsets = offsets
     ck._mm = mm
     ck._head8k = bytes(mm[:8192])
+    return ck
+
+
+def _open_trusted(path: Path, mm, size: int, head8k: bytes, weights_entry: str | None) -> Checkpoint:
+    root = _trusted_load(path, mm, head8k[:2])
+    ck = _from_root(path, size, "trusted-pickle", head8k[:2], root, [], [], weights_entry)
+    ck.trusted = True
+    ck._mm = mm
+    ck._head8k = head8k
     return ck
 
 
