@@ -1,0 +1,143 @@
+"""What the app is looking at: the two checkpoints, the rules, the alignment and the statistics.
+
+This is the only place the TUI calls the library (open, parse rules, align, diagnose, stats, export
+planning), so the widgets stay presentation only. Heavy imports (stats: numpy, export: torch) happen
+inside the methods, after the first paint.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from gsvinspect.errors import GsvError, RulesError
+
+from .model import ViewModel, single_rows
+
+
+@dataclass
+class Realigned:
+    """The outcome of one rules edit: a new alignment and model, or the error to show."""
+
+    generation: int
+    rules: Any = None
+    alignment: Any = None
+    model: ViewModel | None = None
+    error: RulesError | None = None
+
+
+@dataclass
+class Session:
+    """Checkpoints plus everything derived from them; mutated only on the UI thread."""
+
+    pre_path: Path
+    ft_path: Path | None = None
+    rules_path: Path | None = None
+    trust: bool = False
+    device: str = "cpu"
+    pre: Any = None
+    ft: Any = None
+    rules_text: str = ""
+    rules: Any = None
+    alignment: Any = None
+    findings: list = field(default_factory=list)
+    stats_by_pair: dict = field(default_factory=dict)  # (pre_key, ft_key) -> TensorStats
+    generation: int = 0
+
+    @property
+    def single(self) -> bool:
+        return self.ft_path is None
+
+    # -- loading (worker thread) ------------------------------------------------------------------
+    def open(self) -> None:
+        """Open both checkpoints lazily (zip directory + restricted unpickle; no torch)."""
+        from gsvinspect.checkpoint import open_checkpoint
+
+        self.pre = open_checkpoint(self.pre_path, trust=self.trust)
+        if self.ft_path is not None:
+            self.ft = open_checkpoint(self.ft_path, trust=self.trust)
+
+    def read_rules_file(self) -> str:
+        if self.rules_path is None:
+            return ""
+        try:
+            return self.rules_path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RulesError(f"cannot read rules file: {exc}", None, str(self.rules_path)) from None
+
+    def realign(self, text: str, generation: int) -> Realigned:
+        """Parse rules and align (pure metadata; milliseconds to ~0.1 s at 20k keys)."""
+        if self.single:
+            return Realigned(generation, model=ViewModel(single_rows(self.pre.weights), single=True))
+        from gsvinspect.align import align
+        from gsvinspect.rules import RuleSet, parse_rules
+
+        try:
+            rules = parse_rules(text, source=str(self.rules_path) if self.rules_path else None) \
+                if text.strip() else RuleSet()
+        except RulesError as exc:
+            return Realigned(generation, error=exc)
+        alignment = align(self.pre.weights, self.ft.weights, rules)
+        model = ViewModel(alignment.rows, stats=self.stats_for(alignment))
+        return Realigned(generation, rules, alignment, model)
+
+    def adopt(self, result: Realigned, text: str) -> None:
+        self.rules_text = text
+        self.rules = result.rules
+        self.alignment = result.alignment
+
+    # -- findings -----------------------------------------------------------------------------------
+    def diagnose(self) -> list:
+        if self.single or self.alignment is None:
+            return []
+        try:
+            from gsvinspect.knowledge import diagnose
+        except ImportError:
+            return []
+        alignment = self.alignment
+        try:
+            findings = list(diagnose(self.pre, self.ft, alignment))
+        except GsvError:
+            findings = []
+        if alignment is self.alignment:
+            self.findings = findings
+        return findings
+
+    # -- statistics -------------------------------------------------------------------------------
+    def stats_for(self, alignment: Any) -> list[tuple[str, Any]]:
+        """Statistics already computed for the pairs of this alignment (kept across rule edits)."""
+        out = []
+        for r in alignment.rows:
+            st = self.stats_by_pair.get((r.pre_key, r.ft_key))
+            if st is not None:
+                out.append((r.target, st))
+        return out
+
+    def pending_triples(self) -> list[tuple[str, str | None, str | None]]:
+        if self.alignment is None:
+            return []
+        return [(t, p, f) for t, p, f in self.alignment.triples()
+                if p is not None and f is not None and (p, f) not in self.stats_by_pair]
+
+    def compute_stats(self, triples: list, *, progress: Callable[[int, int], None],
+                      cancel: threading.Event, on_result: Callable[[str, Any], None]) -> Any:
+        from gsvinspect.stats import compute_stats
+
+        return compute_stats(self.pre, self.ft, triples, device=self.device, progress=progress,
+                             cancel=cancel, on_result=on_result)
+
+    # -- suggestions ------------------------------------------------------------------------------
+    def suggest(self) -> str:
+        from gsvinspect.suggest import suggest_rules
+
+        return suggest_rules(list(self.pre.weights), list(self.ft.weights)).to_toml()
+
+    def close(self) -> None:
+        for ck in (self.pre, self.ft):
+            try:
+                if ck is not None:
+                    ck.close()
+            except Exception:  # closing is best effort at exit
+                pass
