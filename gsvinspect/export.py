@@ -30,13 +30,8 @@ from .errors import ExportError, UsageError
 from .meta import FLOAT_DTYPES, VERSIONS, Layout, TensorInfo
 from .safe_unpickle import Opaque, TensorRef
 
-LAYOUT_CHOICES = ("pretrained", "gpt-weights", "sovits-weights", "same")
-LAYOUT_ALIASES = {"base": "pretrained", "repair": "same", "gpt-pretrained": "pretrained",
-                  "sovits-g-pretrained": "pretrained", "sovits-d-pretrained": "pretrained",
-                  "sovits-weights-lora": "sovits-weights"}
-DTYPE_CHOICES = ("keep", "half", "float")
-MISSING_CHOICES = ("pretrained", "error")
-CONFIG_CHOICES = ("plain", "keep")
+from .export_options import (CONFIG_CHOICES, DTYPE_CHOICES, LAYOUT_ALIASES, LAYOUT_CHOICES,  # noqa: F401
+                             MISSING_CHOICES)
 
 _DTYPE_NAMES = {"half": "float16", "float": "float32"}
 _BASE_LAYOUT = {"gpt": Layout.GPT_PRETRAINED, "sovits-g": Layout.SOVITS_G_PRETRAINED,

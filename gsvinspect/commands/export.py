@@ -13,7 +13,7 @@ from ..cli import COMMON
 
 
 def add_parser(sub) -> None:
-    from ..export import CONFIG_CHOICES, DTYPE_CHOICES, LAYOUT_ALIASES, LAYOUT_CHOICES, MISSING_CHOICES
+    from ..export_options import CONFIG_CHOICES, DTYPE_CHOICES, LAYOUT_ALIASES, LAYOUT_CHOICES, MISSING_CHOICES
 
     p = sub.add_parser(
         "export", parents=[COMMON], help="write a fine-tuned checkpoint as a new base model",
