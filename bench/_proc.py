@@ -1,24 +1,42 @@
-"""Run a command as a whole process and measure wall time and its own peak RSS (os.wait4)."""
+"""Run Python code as a whole fresh process; measure its wall time and its own peak RSS.
+
+Peak RSS is read from the child's /proc/self/status VmHWM at exit: a child's ru_maxrss would
+also count the parent's resident size at fork time.
+"""
 
 from __future__ import annotations
 
-import os
 import subprocess
+import sys
 import time
 
+_PRELUDE = (
+    "import atexit, sys\n"
+    "def _gsv_hwm():\n"
+    "    with open('/proc/self/status') as f:\n"
+    "        for line in f:\n"
+    "            if line.startswith('VmHWM:'):\n"
+    "                sys.stderr.write('\\nGSV_PEAK_KB=%s\\n' % line.split()[1])\n"
+    "atexit.register(_gsv_hwm)\n"
+)
 
-def measure(cmd: list[str], *, env: dict | None = None, repeat: int = 3) -> tuple[float, float]:
-    """Best-of-`repeat` wall seconds and the peak RSS (MiB) of that run; raises on failure."""
+
+def measure_code(code: str, *, repeat: int = 3, ok_codes=(0, 1)) -> tuple[float, float]:
+    """Best-of-`repeat` wall seconds of `python -c code`, and that run's peak RSS in MiB."""
     best = (float("inf"), 0.0)
     for _ in range(repeat):
         t0 = time.perf_counter()
-        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-        _, status, ru = os.wait4(p.pid, 0)
+        p = subprocess.run([sys.executable, "-c", _PRELUDE + code], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
         wall = time.perf_counter() - t0
-        p.returncode = os.waitstatus_to_exitcode(status)
-        if p.returncode not in (0, 1):
-            raise RuntimeError(f"{cmd} failed ({p.returncode}): {p.stderr.read().decode()[-400:]}")
-        p.stderr.close()
+        if p.returncode not in ok_codes:
+            raise RuntimeError(f"{code!r} failed ({p.returncode}): {p.stderr[-400:]}")
+        peak = [ln for ln in p.stderr.splitlines() if ln.startswith("GSV_PEAK_KB=")]
         if wall < best[0]:
-            best = (wall, ru.ru_maxrss / 1024)
+            best = (wall, int(peak[-1].split("=")[1]) / 1024 if peak else float("nan"))
     return best
+
+
+def gsvinspect_code(*argv: str) -> str:
+    """Code that runs the gsvinspect CLI exactly like the console script does."""
+    return f"from gsvinspect.cli import main; sys.exit(main({list(argv)!r}))"

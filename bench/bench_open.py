@@ -21,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _proc import measure  # noqa: E402
+from _proc import gsvinspect_code, measure_code  # noqa: E402
 
 
 def _manifest(name):
@@ -74,13 +74,12 @@ def main() -> None:
     subprocess.run([sys.executable, __file__, "--write-only", "--dir", str(a.dir)] + (["--small"] if a.small else []),
                    check=True)
     files = (a.dir / "s2Gv3.pth", a.dir / "epoch=14-step=45.ckpt")
-    py = sys.executable
     rows = []
     for f in files:
         size = f.stat().st_size
-        ours = measure([py, "-m", "gsvinspect", "info", str(f)])
-        full = measure([py, "-c", f"import torch; torch.load({str(f)!r}, map_location='cpu', weights_only=False)"], repeat=2)
-        mm = measure([py, "-c", f"import torch; torch.load({str(f)!r}, mmap=True, weights_only=False)"], repeat=2)
+        ours = measure_code(gsvinspect_code("info", str(f)), repeat=5)
+        full = measure_code(f"import torch; torch.load({str(f)!r}, map_location='cpu', weights_only=False)", repeat=2)
+        mm = measure_code(f"import torch; torch.load({str(f)!r}, mmap=True, weights_only=False)", repeat=2)
         rows.append((f.name, size, ours, full, mm))
     print(f"\nmachine: {os.cpu_count()} cores; times are best-of-N wall seconds of whole processes\n")
     hdr = f"{'file':<24}{'size':>9} | {'gsvinspect info':>18} | {'torch.load':>18} | {'torch.load mmap':>18} | {'x vs load':>9} | {'x vs mmap':>9}"

@@ -107,8 +107,10 @@ def detect(ck) -> None:
         layout = Layout.SAFETENSORS
         lev.append("safetensors file (no pickle)")
     elif wp == "state_dict" and top & {"loops", "pytorch-lightning_version", "optimizer_states", "epoch"}:
-        layout = Layout.GPT_LIGHTNING
-        lev.append("Lightning checkpoint: 'state_dict' with " + ", ".join(sorted(top & {"loops", "optimizer_states", "pytorch-lightning_version"})))
+        layout = Layout.GPT_LIGHTNING if kind == "gpt" else Layout.UNKNOWN
+        lev.append("Lightning checkpoint: 'state_dict' with "
+                   + ", ".join(sorted(top & {"loops", "optimizer_states", "pytorch-lightning_version"}))
+                   + ("" if kind == "gpt" else f" (of a {kind} model: GPT-SoVITS trains only the GPT with Lightning)"))
     elif wp == "model" and top & {"iteration", "optimizer", "learning_rate"}:
         layout = {"sovits-D": Layout.SOVITS_D_TRAIN, "sovits-G-lora": Layout.SOVITS_G_LORA_TRAIN}.get(kind, Layout.SOVITS_G_TRAIN)
         lev.append("SoVITS training checkpoint (utils.save_checkpoint): model, iteration, optimizer, learning_rate")

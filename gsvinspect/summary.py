@@ -66,6 +66,36 @@ def info_dict(ck, *, with_globals: bool = False) -> dict:
     return d
 
 
+def info_rows(ck, d: dict, *, with_globals: bool = False) -> list[tuple[str, str]]:
+    """(label, text) rows of `info`, shared by the rich and the plain renderers."""
+    rows = [("layout", ck.layout.value), ("version", ck.version)]
+    rows += [("", f"- {e}") for e in ck.evidence]
+    rows.append(("container", f"{ck.container}, header {ck.header!r}, {human_bytes(ck.size)}"))
+    rows += [("", f"- {e}") for e in ck.layout_evidence]
+    rows.append(("weights", f"{len(ck.weights)} tensors under "
+                 f"{'/'.join(ck.weights_path) if ck.weights_path else '(top level)'}, "
+                 f"{human_count(ck.n_params)} parameters, {human_bytes(ck.n_bytes)}"))
+    rows.append(("dtypes", ", ".join(f"{k} {human_bytes(v)}" for k, v in sorted(d["bytes_by_dtype"].items()))))
+    rows.append(("training base", d["training_base"]))
+    rows.append(("scaler", ("yes: " if ck.scaler else "no: ") + ck.scaler_note))
+    rows += [(f"  {k}", v) for k, v in d["extras"].items()]
+    if ck.opaque:
+        rows.append(("placeholders", ", ".join(ck.opaque) + " (kept inert, never imported)"))
+    if with_globals:
+        rows += [("globals" if i == 0 else "", g) for i, g in enumerate(ck.globals)]
+    return rows
+
+
+def render_info_plain(out, ck, *, with_globals: bool = False) -> None:
+    """Plain text for pipes and scripts: no rich import, no escape codes."""
+    rows = info_rows(ck, info_dict(ck, with_globals=with_globals), with_globals=with_globals)
+    width = max(len(label) for label, _ in rows)
+    out.write(f"{ck.path}\n")
+    for label, text in rows:
+        out.write(f"{label:<{width}}  {text}\n")
+    out.write("\n")
+
+
 def render_info(con, ck, *, with_globals: bool = False) -> None:
     from rich.table import Table
 

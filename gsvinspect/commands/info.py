@@ -22,11 +22,13 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..checkpoint import open_checkpoint
     from ..errors import CheckpointError
-    from ..output import console, emit_json
-    from ..summary import info_dict, render_info
+    import sys
+
+    from ..output import console, emit_json, is_terminal
+    from ..summary import info_dict, render_info, render_info_plain
 
     results, errors = [], []
-    con = None if args.json else console()
+    con = console() if not args.json and is_terminal() else None
     for f in args.files:
         try:
             ck = open_checkpoint(f, trust=args.trust)
@@ -34,13 +36,13 @@ def run(args) -> int:
             if len(args.files) == 1:
                 raise
             errors.append(str(exc))
-            import sys
-
             print(f"gsvinspect: error: {exc}", file=sys.stderr)
             continue
         with ck:
             if args.json:
                 results.append(info_dict(ck, with_globals=args.globals))
+            elif con is None:
+                render_info_plain(sys.stdout, ck, with_globals=args.globals)
             else:
                 render_info(con, ck, with_globals=args.globals)
     if args.json:
