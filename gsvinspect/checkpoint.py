@@ -75,6 +75,8 @@ class Checkpoint:
     _refs: dict[str, TensorRef] = field(default_factory=dict, repr=False)
     _data_offsets: dict[str, int] = field(default_factory=dict, repr=False)  # storage key -> file offset
     _mm: Any = field(default=None, repr=False)
+    _zip: Any = field(default=None, repr=False)        # ZipIndex, for lazily read data offsets
+    _data_prefix: str = field(default="", repr=False)
     _head8k: bytes = field(default=b"", repr=False)
 
     # -- derived views ----------------------------------------------------------------------
@@ -119,7 +121,9 @@ class Checkpoint:
 
         if self.trusted:
             raise AssertionError("trusted checkpoints hold tensors in memory")
-        off = self._data_offsets[storage.key]
+        off = self._data_offsets.get(storage.key)
+        if off is None:
+            off = self._data_offsets[storage.key] = self._zip.data_offset(self._data_prefix + storage.key)
         return np.frombuffer(self._mm, dtype=np.dtype(_NUMPY_DTYPES[storage.dtype]), count=storage.numel, offset=off)
 
     def array_of(self, ref: TensorRef):
@@ -290,16 +294,7 @@ def _open_mapped(path: Path, mm, size: int, *, trust: bool, weights_entry: str |
         if trust:
             return _open_trusted(path, mm, size, head8k, weights_entry)
         zi = ZipIndex.open(path, mm, size)
-        try:
-            zi.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        except OSError:
-            zi.fd = None  # fall back to reading headers through the mapping
-        try:
-            return _open_zip(path, mm, size, zi, container, head8k, weights_entry)
-        finally:
-            if zi.fd is not None:
-                os.close(zi.fd)
-                zi.fd = None
+        return _open_zip(path, mm, size, zi, container, head8k, weights_entry)
     return _open_other(path, mm, size, head, head8k, trust=trust, weights_entry=weights_entry)
 
 
@@ -316,11 +311,16 @@ def _open_zip(path: Path, mm, size: int, zi: ZipIndex, container: str, head8k: b
     pkl = zi.data(pkl_name)
     root, up = safe_loads(pkl, path, storage_sizes)
     for key in up.storages:
-        rec_name = data_prefix + key
-        zi.data(rec_name)  # validates method/sizes
-        offsets[key] = zi.data_offset(rec_name)
+        rec = zi.records[data_prefix + key]
+        if rec.method != 0:
+            raise CheckpointError(path, f"record {data_prefix + key!r} is compressed (zip method {rec.method}); "
+                                  "PyTorch checkpoints store records uncompressed, so this file was re-zipped or crafted")
     ck = _from_root(path, size, container, head8k[:2], root, up.globals_seen, up.opaque_seen, weights_entry)
+    # Record data offsets come from each record's local header: read them on first access
+    # (listing a 20k-key file then costs no 20k reads), validated by ZipIndex.data_offset.
     ck._data_offsets = offsets
+    ck._zip = zi
+    ck._data_prefix = data_prefix
     ck._mm = mm
     ck._head8k = head8k
     return ck

@@ -5,9 +5,9 @@ No torch, no numpy: these are what listing, aligning and rendering work on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
 from math import prod
+from typing import NamedTuple
 
 # bytes per element for the dtypes a checkpoint can hold (torch names)
 DTYPE_SIZES: dict[str, int] = {
@@ -26,9 +26,12 @@ DTYPE_SHORT: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class TensorInfo:
-    """Metadata of one tensor as stored: enough to list, align and plan without reading data."""
+class TensorInfo(NamedTuple):
+    """Metadata of one tensor as stored: enough to list, align and plan without reading data.
+
+    A named tuple rather than a frozen dataclass: a 20,000-key file builds 20,000 of these at
+    open, and tuple construction is several times cheaper.
+    """
 
     key: str
     shape: tuple[int, ...]

@@ -250,6 +250,25 @@ class DtypeRef(str):
 
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
                        metadata=None):
+    # Fast path for what torch.save writes (tuples of non-negative ints); anything else goes
+    # through the careful checks below, which name the problem.
+    if (type(storage) is StorageRef and type(storage_offset) is int and storage_offset >= 0
+            and type(size) is tuple and type(stride) is tuple and len(size) == len(stride)):
+        last = storage_offset
+        empty = False
+        for s, st in zip(size, stride):
+            if type(s) is not int or type(st) is not int or s < 0 or st < 0:
+                break
+            if s == 0:
+                empty = True
+            last += (s - 1) * st
+        else:
+            if empty or last < storage.numel:
+                return TensorRef(storage, storage_offset, size, stride, bool(requires_grad))
+    return _rebuild_tensor_checked(storage, storage_offset, size, stride, requires_grad)
+
+
+def _rebuild_tensor_checked(storage, storage_offset, size, stride, requires_grad=False):
     if not isinstance(storage, StorageRef):
         raise _Bad("tensor rebuilt from something that is not a storage")
     if not isinstance(storage_offset, int) or storage_offset < 0:

@@ -202,9 +202,17 @@ class GsvInspectApp(App[int]):
     def _paint_columns(self) -> None:
         s = self.session
         try:
-            width = self.diff.scrollable_content_region.width or self.size.width
+            width = self.diff.scrollable_content_region.width
         except Exception:
             return
+        if not width:
+            # Not laid out yet: painting with the app's width would give a header that depends
+            # on timing. Try again after the next refresh (bounded, in case it stays hidden).
+            self._paint_retries = getattr(self, "_paint_retries", 0) + 1
+            if self._paint_retries <= 50:
+                self.call_after_refresh(self._paint_columns)
+            return
+        self._paint_retries = 0
         from .diff_view import MID_WIDTH, fit
 
         if s.single:
