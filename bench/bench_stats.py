@@ -156,7 +156,8 @@ def main() -> None:
         pargs = [str(p) for p in files]
         t_eng, out_eng, rss_eng = min(run_child(ENGINE, [args.device, *pargs]) for _ in range(3))
         t_naive, out_naive, rss_naive = run_child(NAIVE, pargs)
-        dev_used, torch_loaded, anon_eng, hwm_eng = out_eng.split()[1:5]
+        t_inproc, dev_used, torch_loaded, anon_eng, hwm_eng = out_eng.split()[0:5]
+        t_inproc = float(t_inproc)
         anon_naive, hwm_naive = out_naive.split()[1:3]
         # ru_maxrss from wait4 starts at the parent's RSS at fork time (it survives exec), so the
         # child's own VmHWM is used when it is smaller
@@ -166,6 +167,7 @@ def main() -> None:
     rows = [
         ("(a) naive torch.load + per-key .float() loop, process", t_naive, f"{rss_naive:,.0f}", anon_naive),
         (f"(b) gsvinspect engine ({dev_used}), process", t_eng, f"{rss_eng:,.0f}", anon_eng),
+        ("    of which import + open + align + compute (in-process)", t_inproc, "-", "-"),
         ("(c) page-cache read of the same bytes (floor)", t_read, "-", "-"),
         ("(c) numpy sum over one buffer of the same size", t_sum, "-", "-"),
     ]
@@ -175,7 +177,8 @@ def main() -> None:
         print(f"{name:58} {t:8.2f} {gb / t:7.2f} {rss:>12} {anon:>11}")
     print()
     print(f"engine vs naive:      {t_naive / t_eng:5.1f}x faster   (target >= 8x)")
-    print(f"engine vs read floor: {t_eng / t_read:5.1f}x slower   (target <= 3x)")
+    print(f"engine vs read floor: {t_eng / t_read:5.1f}x slower as a whole process, "
+          f"{t_inproc / t_read:.1f}x for its compute (target <= 3x)")
     print(f"engine vs sum floor:  {t_eng / t_sum:5.1f}x slower")
     print(f"private RSS:          engine {anon_eng} MB vs naive {anon_naive} MB "
           f"({int(anon_eng) / max(1, int(anon_naive)):.1%})")

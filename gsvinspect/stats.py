@@ -325,12 +325,38 @@ def _flat(ck, key: str) -> np.ndarray:
     return arr.reshape(-1)   # a view for contiguous tensors; strided ones get copied (rare)
 
 
+_F16_SCALE = np.float32(2.0 ** 112)   # 2**(127 - 15): re-biases a half exponent moved into a float
+
+
+def f16_bits_to_f32(h: np.ndarray, out: np.ndarray, tmp: np.ndarray) -> np.ndarray:
+    """float16 bits -> float32, bit-exact, in `out` (float32) using `tmp` (uint32) as scratch.
+
+    Why not numpy's cast or a table: on these machines both cost 1.1-1.6 ns per element (no F16C
+    in numpy's cast loop; a gather per element), while these whole-array integer ufuncs run in
+    SIMD at ~0.4 ns. The half's exponent and mantissa are shifted into float position and the
+    exponent re-biased by one exact multiply by 2**112, which also turns half subnormals into
+    the right normal floats; exponent 31 (inf/NaN) is patched afterwards, the sign OR-ed last.
+    """
+    bits = out.view(np.uint32)
+    np.copyto(bits, h, casting="unsafe")
+    np.bitwise_and(bits, 0x8000, out=tmp)
+    np.bitwise_and(bits, 0x7FFF, out=bits)
+    np.left_shift(bits, 13, out=bits)
+    np.multiply(out, _F16_SCALE, out=out)
+    if out.size and out.max() >= 65536.0:  # only exponent 31 lands here: inf and NaN
+        special = (h & 0x7C00) == 0x7C00
+        bits[special] = ((h[special].astype(np.uint32) & 0x3FF) << 13) | 0x7F800000
+    np.left_shift(tmp, 16, out=tmp)
+    np.bitwise_or(bits, tmp, out=bits)
+    return out
+
+
 def _to_f32(src: np.ndarray, kind: str, buf: np.ndarray, ubuf: np.ndarray) -> np.ndarray:
     n = src.shape[0]
     if kind == "f32":
         return src
     if kind == "f16":
-        return np.take(_lut16(), src.view(np.uint16), out=buf[:n])
+        return f16_bits_to_f32(src.view(np.uint16), buf[:n], ubuf[:n])
     # bf16: the bits are the top half of a float32
     np.left_shift(src, 16, out=ubuf[:n], dtype=np.uint32)
     return ubuf[:n].view(np.float32)
