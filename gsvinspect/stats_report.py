@@ -225,7 +225,8 @@ def languages_table(rc: RowChanges) -> Table:
                     f"(moved = rel Δ > {fmt_rel(rc.moved_threshold)})", title_justify="left")
     for col in ("language", "rows", "moved", "rel Δ (all rows)", "max rel Δ", "most moved"):
         t.add_column(col, justify="left" if col in ("language", "most moved") else "right")
-    for s in rc.by_language.values():
+    # most-moved language first: the ones the fine-tuning data used stand out at the top
+    for s in sorted(rc.by_language.values(), key=lambda s: -(s.rel_change or 0.0)):
         t.add_row(s.language, str(s.rows), f"{s.moved} ({s.moved_frac:.0%})", fmt_rel(s.rel_change),
                   fmt_rel(s.max_rel), " ".join(s.top))
     return t
@@ -259,16 +260,23 @@ def print_report(console, result: StatsResult, rollups: Mapping[str, ModuleStats
                  spectra: Iterable[Spectrum] = ()) -> None:
     """Print the tensors, modules, health, embedding and spectrum tables to a rich Console."""
     rollups = rollup(result) if rollups is None else rollups
-    console.print(tensors_table(result, top))
-    console.print(modules_table(rollups, top, depth))
+    plain = not getattr(console, "is_terminal", False)
+
+    def show(table) -> None:
+        if plain:  # piped: no box drawing, like the rest of `diff`'s plain output
+            table.box = None
+        console.print(table)
+
+    show(tensors_table(result, top))
+    show(modules_table(rollups, top, depth))
     h = health_table(result)
     if h is not None:
-        console.print(h)
+        show(h)
     for rc in embeddings:
-        console.print(languages_table(rc))
-        console.print(rows_table(rc, top))
+        show(languages_table(rc))
+        show(rows_table(rc, top))
     for sp in spectra:
-        console.print(spectrum_table(sp))
+        show(spectrum_table(sp))
 
 
 # -- markdown -----------------------------------------------------------------------------------
