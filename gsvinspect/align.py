@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Iterator, Mapping
+from typing import Mapping
 
 from .meta import TensorInfo
 from .rules import RuleSet, apply_rules
@@ -44,10 +44,6 @@ class Row:
     rule: int | None = None       # index of the last rule that renamed the fine-tuned key
     rules: tuple[int, ...] = ()   # every rule that changed it, in order (ft side, then pre side)
     sources: tuple[str, ...] = ()  # CONFLICT: every original key that landed on `target`
-
-    @property
-    def is_problem(self) -> bool:
-        return self.status.is_problem
 
 
 @dataclass(slots=True)
@@ -90,9 +86,6 @@ class Alignment:
             self._index = {r.target: i for i, r in enumerate(self.rows)}
         i = self._index.get(target)
         return None if i is None else self.rows[i]
-
-    def problems(self) -> Iterator[Row]:
-        return (r for r in self.rows if r.status.is_problem)
 
 
 def _index(targets: list[str | None], keys: list[str], touched: list[tuple[int, ...]], side: str,
@@ -210,5 +203,5 @@ def align(pre: Mapping[str, TensorInfo], ft: Mapping[str, TensorInfo], rules: Ru
     counts = {MATCHED: n_matched, DTYPE: n_dtype, SHAPE: n_shape, MISSING: n_missing,
               UNEXPECTED: n_unexpected, CONFLICT: len(conflicts)}
     return Alignment(rows=rows, counts=counts, conflicts=conflicts, rule_hits=rule_hits,
-                     rule_hits_ft=list(ap_ft.hits), rule_hits_pre=list(ap_pre.hits),
+                     rule_hits_ft=ap_ft.hits, rule_hits_pre=ap_pre.hits,
                      dropped=dropped, rules=rules)

@@ -153,15 +153,7 @@ def to_json(report: DiffReport, *, only_problems: bool = False) -> dict:
 def _stats_json(report: "DiffReport") -> Any:
     from . import stats_report
 
-    top = 20
-    return stats_report.report_dict(report.stats, top=top, embeddings=report.embeddings)
-
-
-def _num(x: Any) -> Any:
-    """JSON-safe number: NaN/Inf become strings (strict JSON has no such literals)."""
-    if isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))):
-        return str(x)
-    return x
+    return stats_report.report_dict(report.stats, top=20, embeddings=report.embeddings)
 
 
 def check_to_json(result: CheckResult, side: FileSide | None = None) -> dict:
@@ -197,6 +189,27 @@ def _counts_line(al: Alignment) -> str:
     return "  ".join(f"{s.value}: {al.counts.get(s, 0)}" for s in Status)
 
 
+def _sections(al: Alignment, only_problems: bool, top: int | None):
+    """(status, every row of it, the rows to show) per non-empty section, most serious first."""
+    by_status: dict[Status, list[Row]] = {}
+    for r in al.rows:
+        by_status.setdefault(r.status, []).append(r)
+    for status in _STATUS_ORDER:
+        rows = by_status.get(status)
+        if rows and (status.is_problem or not only_problems):
+            yield status, rows, rows if top is None else rows[:top]
+
+
+def _finding_text(f: Finding):
+    """One finding as an indented, severity-coloured rich Text line."""
+    from rich.text import Text
+
+    line = Text(f"  {f.severity.upper():7} ", style=_SEVERITY_STYLE.get(f.severity, ""))
+    line.append(f"[{f.code}] ", style="dim")
+    line.append(f.message)
+    return line
+
+
 def render_text(report: DiffReport, console, *, only_problems: bool = False, top: int | None = None,
                 show_stats: bool = True) -> None:
     """Print the report with rich; `console` decides colours (none when piped)."""
@@ -229,22 +242,14 @@ def render_text(report: DiffReport, console, *, only_problems: bool = False, top
     if report.findings:
         console.print(Text("findings", style="bold"))
         for f in report.findings:
-            line = Text(f"  {f.severity.upper():7} ", style=_SEVERITY_STYLE.get(f.severity, ""))
-            line.append(f"[{f.code}] ", style="dim")
-            line.append(f.message)
-            console.print(line)
+            console.print(_finding_text(f))
 
     if al.conflicts:
         console.print(Text("conflicts", style="bold red"))
         for target, sources in al.conflicts:
             console.print(f"  {target}  <=  {', '.join(sources)}")
 
-    sections = [s for s in _STATUS_ORDER if s.is_problem or not only_problems]
-    for status in sections:
-        rows = [r for r in al.rows if r.status is status]
-        if not rows:
-            continue
-        shown = rows if top is None else rows[:top]
+    for status, rows, shown in _sections(al, only_problems, top):
         t = _table(console, title=f"{status.value} ({len(rows)})", title_justify="left", show_edge=False, pad_edge=False,
                   title_style=_STATUS_STYLE[status])
         t.add_column("target key", overflow="fold")
@@ -312,10 +317,7 @@ def render_check_text(result: CheckResult, console, side: FileSide | None = None
                            f"{len(result.shape_mismatched)} shape-mismatched "
                            f"(expected {result.n_expected} keys, found {result.n_found})", style="bold red"))
     for f in result.findings:
-        line = Text(f"  {f.severity.upper():7} ", style=_SEVERITY_STYLE.get(f.severity, ""))
-        line.append(f"[{f.code}] ", style="dim")
-        line.append(f.message)
-        console.print(line)
+        console.print(_finding_text(f))
     for title, keys in (("missing", result.missing), ("unexpected", result.unexpected)):
         if not keys:
             continue
@@ -370,12 +372,7 @@ def render_markdown(report: DiffReport, *, only_problems: bool = False, top: int
         for f in report.findings:
             out.append(f"- **{f.severity}** `{f.code}`: {_md_escape(f.message)}")
         out.append("")
-    sections = [s for s in _STATUS_ORDER if s.is_problem or not only_problems]
-    for status in sections:
-        rows = [r for r in al.rows if r.status is status]
-        if not rows:
-            continue
-        shown = rows if top is None else rows[:top]
+    for status, rows, shown in _sections(al, only_problems, top):
         out += [f"## {status.value} ({len(rows)})", "", "| target | pretrained | fine-tuned | rule |",
                 "|---|---|---|---:|"]
         for r in shown:

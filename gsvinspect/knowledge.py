@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .align import Alignment, Row, Status, align
+from .detect import GPT_EMBED, SOVITS_EMBED
+from .errors import UsageError
+from .manifest import G_VERSIONS, LORA_VERSIONS, describe_name, expected_weights, manifest_names, resolve_name
 from .meta import Layout, TensorInfo
 
 SEVERITIES = ("error", "warning", "info")
-
-GPT_EMBED = "model.ar_text_embedding.word_embeddings.weight"
-SOVITS_EMBED = "enc_p.text_embedding.weight"
 PRO_PREFIXES = ("sv_emb.", "ge_to512.", "prelu.")
 WRAPPERS = {"module.": "DistributedDataParallel", "_orig_mod.": "torch.compile", "net_g.": "training wrapper"}
 _GPT_MARKERS = ("ar_text_embedding", "ar_audio_embedding", "h.layers.", "ar_predict_layer", "bert_proj")
@@ -368,13 +368,13 @@ def auto_check_name(ck: Any) -> str | None:
         return "vocoder-v4"
     if layout in (Layout.SOVITS_D_PRETRAINED, Layout.SOVITS_D_TRAIN) or kind == "sovits-D":
         return "sovits-D-v2Pro" if "Pro" in v else "sovits-D-v1"
-    lora_v = v if v in ("v3", "v4") else "v3"
+    lora_v = v if v in LORA_VERSIONS else "v3"
     if layout is Layout.SOVITS_WEIGHTS_LORA:
         return f"sovits-G-{lora_v}-lora-export"
     if layout is Layout.SOVITS_G_LORA_TRAIN or kind == "sovits-G-lora":
         return f"sovits-G-{lora_v}-lora"
     if kind == "sovits-G" or (layout is not None and layout.is_sovits):
-        if v in ("v1", "v2", "v2Pro", "v2ProPlus", "v3", "v4"):
+        if v in G_VERSIONS:
             return f"sovits-G-{v}"
         if any(k.startswith("cfm.") for k in keys):
             return "sovits-G-v3"
@@ -398,13 +398,6 @@ def _loader_for(name: str) -> tuple[bool, str]:
     return _LOADERS["sovits-G"]
 
 
-def _expected(name: str, rank: int) -> tuple[str, str, dict[str, TensorInfo]]:
-    from . import manifest
-
-    canonical = manifest.resolve_name(name)
-    return canonical, manifest.describe_name(canonical), manifest.expected_weights(canonical, rank=rank)
-
-
 def check_against(ck_or_weights: Any, name: str | None = None) -> CheckResult:
     """Compare one file (a Checkpoint, or a key -> TensorInfo mapping) with the expected set `name`.
 
@@ -412,26 +405,24 @@ def check_against(ck_or_weights: Any, name: str | None = None) -> CheckResult:
     Reports exactly what `load_state_dict` would: missing, unexpected, shape-mismatched keys (dtype
     never matters: the loaders cast), plus the GPT-SoVITS findings that follow from them.
     """
-    from .errors import UsageError
-
-    weights: Mapping[str, TensorInfo] = getattr(ck_or_weights, "weights", ck_or_weights)
-    ck = ck_or_weights if hasattr(ck_or_weights, "weights") else None
+    ck = ck_or_weights if hasattr(ck_or_weights, "weights") else _KeysOnly(ck_or_weights)
+    weights: Mapping[str, TensorInfo] = ck.weights
     auto = name is None
     if name is None:
-        name = auto_check_name(ck if ck is not None else _KeysOnly(weights))
+        name = auto_check_name(ck)
         if name is None:
-            from .manifest import manifest_names
             raise UsageError("cannot tell which GPT-SoVITS network this file holds; pass --as NAME "
                              f"({', '.join(manifest_names())})")
     rank = _lora_rank(ck, [t for k, t in weights.items() if ".lora_A." in k]) or 32
-    canonical, description, expected = _expected(name, rank)
+    canonical = resolve_name(name)
+    expected = expected_weights(canonical, rank=rank)
     al = align(expected, weights)
     missing = [r.target for r in al.rows if r.status is Status.MISSING]
     unexpected = [r.target for r in al.rows if r.status is Status.UNEXPECTED]
     shapes = [(r.target, tuple(r.pre.shape), tuple(r.ft.shape)) for r in al.rows if r.status is Status.SHAPE_DIFFERS]
     strict, loader = _loader_for(canonical)
     ref = _Reference(canonical, expected)
-    findings = [f for f in diagnose(ref, ck if ck is not None else _KeysOnly(weights), al,
+    findings = [f for f in diagnose(ref, ck, al,
                                     pre_name=f"expected ({canonical})", ft_name="checked")
                 if f.code not in ("dtype-differs", "version-mismatch", "different-models")
                 and not (f.code == "peft-wrapped" and canonical.endswith(("-lora", "-lora-export")))]
@@ -439,7 +430,7 @@ def check_against(ck_or_weights: Any, name: str | None = None) -> CheckResult:
         findings.append(Finding("info", "export-subset",
                                 "checked as an export: a SoVITS_weights file has no enc_q by design; check "
                                 f"it --as {canonical[:-len('-export')]} to see what a training run would miss", []))
-    return CheckResult(name=canonical, description=description, loader=loader, strict=strict,
+    return CheckResult(name=canonical, description=describe_name(canonical), loader=loader, strict=strict,
                        missing=missing, unexpected=unexpected, shape_mismatched=shapes,
                        n_expected=len(expected), n_found=len(weights), findings=findings, alignment=al,
                        auto=auto)

@@ -139,18 +139,13 @@ def _required_literal(rx: re.Pattern) -> str:
         items = sre.parse(rx.pattern, rx.flags)
     except Exception:  # pragma: no cover - the pattern compiled, so this is only defensive
         return ""
-    best, run = "", []
-    literal = sre.LITERAL if hasattr(sre, "LITERAL") else None
+    best = run = ""
     for op, arg in items:
-        if literal is not None and op == literal:
-            run.append(chr(arg))
-            continue
-        if len("".join(run)) > len(best):
-            best = "".join(run)
-        run = []
-    if len("".join(run)) > len(best):
-        best = "".join(run)
-    return best
+        if op == sre.LITERAL:
+            run += chr(arg)
+        else:
+            best, run = max(best, run, key=len), ""
+    return max(best, run, key=len)
 
 
 def _compile(pattern: object, line: int | None) -> re.Pattern:
@@ -461,8 +456,10 @@ class Applied:
     hits: list[int]                      # per rule: number of keys it touched on this side
 
 
-def apply_rules(rules: RuleSet | None, keys: Iterable[str], side: str = "ft") -> Applied:
+def apply_rules(rules: RuleSet | None, keys: Iterable[str | None], side: str = "ft") -> Applied:
     """Run every rule for `side` over `keys`, one rule at a time over the whole list.
+
+    A None key (already dropped) passes through untouched, so positions stay aligned.
 
     Rule-major order keeps each regex hot and each branch decided once per rule, which is what
     makes re-applying a rule list to 20k keys cost a few milliseconds.

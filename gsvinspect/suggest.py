@@ -179,11 +179,8 @@ def suggest_rules(pre_keys: Iterable[str], ft_keys: Iterable[str]) -> RuleSet:
         pick_score = best
         pick_cur: list[str | None] = cur
         for spec, _support in ranked:
-            rule = _rule(spec)
-            trial = apply_rules(RuleSet([rule]), [k for k in cur if k is not None], "ft").targets
-            # keep positions aligned with `cur` (dropped keys stay None)
-            it = iter(trial)
-            trial_cur = [None if k is None else next(it) for k in cur]
+            # apply_rules passes None (dropped) entries through, so positions stay aligned with `cur`
+            trial_cur = apply_rules(RuleSet([_rule(spec)]), cur, "ft").targets
             got = score(trial_cur)
             gain = got[0] - best[0]
             if gain < 1 or (gain < 2 and not _is_known(spec)) or got[1] < best[1]:

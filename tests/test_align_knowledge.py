@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from helpers_align import weights
+
 from gsvinspect.align import align
 from gsvinspect.errors import UsageError
 from gsvinspect.knowledge import auto_check_name, check_against, diagnose
 from gsvinspect.manifest import expected_weights
 from gsvinspect.meta import Layout, TensorInfo
 from gsvinspect.rules import parse_rules
-
-
-def weights(name, prefix="", dtype="float16"):
-    return {prefix + k: TensorInfo(prefix + k, t.shape, dtype) for k, t in expected_weights(name).items()}
 
 
 class FakeCk:
@@ -131,8 +129,7 @@ def test_check_explains_enc_q_and_strictness():
 
 
 def test_check_lora_of_another_rank_uses_that_rank():
-    w = expected_weights("sovits-G-v4-lora", rank=16)
-    r = check_against({k: TensorInfo(k, t.shape, "float32") for k, t in w.items()}, "sovits-G-v4-lora")
+    r = check_against(expected_weights("sovits-G-v4-lora", rank=16, dtype="float32"), "sovits-G-v4-lora")
     assert r.ok
 
 

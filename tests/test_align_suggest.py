@@ -3,26 +3,15 @@ keys allow, with the fewest rules."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
+from helpers_align import weights
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gsvinspect.align import Status, align
 from gsvinspect.manifest import expected_weights
-from gsvinspect.meta import TensorInfo
 from gsvinspect.rules import parse_rules
 from gsvinspect.suggest import suggest_rules
-
-
-def weights(name: str, prefix: str = "", drop: str | None = None, dtype: str = "float16") -> dict[str, TensorInfo]:
-    out = {}
-    for k, t in expected_weights(name).items():
-        if drop and re.search(drop, k):
-            continue
-        out[prefix + k] = TensorInfo(prefix + k, t.shape, dtype)
-    return out
 
 
 def canon(key: str) -> str:

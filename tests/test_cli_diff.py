@@ -118,7 +118,21 @@ def test_enc_q_story_in_text_output_piped_without_ansi(pairs):
     assert "enc_q.pre.weight" in out and "and 98 more missing rows" in out
     assert "random" in out and "strict=False" in out and "G_*.pth" in out
     assert "matched (" not in out                 # --only-problems
-    assert "largest relative changes" in out or "change" in out.lower()  # stats section is there
+    assert "Most-changed tensors" in out          # the stats section is there
+    assert not re.search("[│┃━─┏┓┗┛]", out)       # piped: plain columns, no box drawing
+
+
+def test_only_problems_in_json_and_markdown(pairs, capsys):
+    pre, ft = pairs[("sovits-G-export", "v2")]
+    code, out, _ = run_cli(capsys, "diff", pre, ft, "--json", "--no-stats")
+    d = json.loads(out)
+    assert code == 1 and len(d["rows"]) == 776 and not d["rows_truncated"]
+    code, out, _ = run_cli(capsys, "diff", pre, ft, "--json", "--no-stats", "--only-problems")
+    d = json.loads(out)
+    assert code == 1 and d["rows_truncated"] and d["counts"]["matched"] == 673
+    assert len(d["rows"]) == 103 and {r["status"] for r in d["rows"]} == {"missing"}
+    code, out, _ = run_cli(capsys, "diff", pre, ft, "--markdown", "--no-stats", "--only-problems")
+    assert code == 1 and "## missing (103)" in out and "## matched" not in out
 
 
 def test_json_includes_stats_unless_no_stats(pairs, capsys):
@@ -180,6 +194,8 @@ def test_usage_and_unreadable_exit_codes(pairs, tmp_path, capsys):
     junk.write_bytes(b"this is not a checkpoint at all")
     res = run_sub("diff", pre, junk)
     assert res.returncode == 3 and "junk.pth" in res.stderr
+    code, _, err = run_cli(capsys, "check", junk)
+    assert code == 3 and "junk.pth" in err
     code, _, err = run_cli(capsys, "diff", pre, ft, "--suggest", "--rules", tmp_path / "x.toml")
     assert code == 2
     code, _, err = run_cli(capsys, "diff", pre, ft, "--top", "0")
@@ -255,6 +271,16 @@ def test_check_subprocess_piped(full_files):
     res = run_sub("check", full_files["export-v2"], "--top", "2")
     assert res.returncode == 1 and not ANSI.search(res.stdout)
     assert "enc_q" in res.stdout and "strict=False" in res.stdout
+
+
+def test_rules_check_with_files_exits_1_on_a_dead_rule(pairs, capsys, tmp_path):
+    pre, ft = pairs[("sovits-G-ddp", "v2")]
+    rules = tmp_path / "r.toml"
+    rules.write_text("[[rule]]\nstrip_prefix = 'module.'\n[[rule]]\nstrip_prefix = '_orig_mod.'\n")
+    code, out, _ = run_cli(capsys, "rules", "check", rules)
+    assert code == 0 and "OK, 2 rules" in out           # without files nothing can be dead
+    code, out, _ = run_cli(capsys, "rules", "check", rules, pre, ft)
+    assert code == 1 and "776 keys" in out and "matched nothing" in out
 
 
 def test_rules_command_without_action_is_usage(capsys):

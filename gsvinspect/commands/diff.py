@@ -7,6 +7,7 @@ shape (a dtype difference alone does not count), 2 for usage/rules errors, 3 for
 from __future__ import annotations
 
 import sys
+from contextlib import ExitStack
 
 from ..cli import COMMON
 
@@ -44,8 +45,8 @@ def open_with_entry(path, *, trust: bool, weights_entry: str | None):
     return ck
 
 
-def compute_report(args):
-    """Build the DiffReport for parsed args (also used by tests)."""
+def compute_report(args, stack: ExitStack):
+    """Build the DiffReport for parsed args; both checkpoints are opened into `stack`, which closes them."""
     from ..align import align
     from ..diff_report import DiffReport, FileSide
     from ..errors import UsageError
@@ -60,12 +61,8 @@ def compute_report(args):
                          "`gsvinspect rules suggest PRE FT > rules.toml` and edit it)")
     rules = load_rules(args.rules) if args.rules else None   # a bad rules file fails before any file is read
     entry = rules.weights_entry if rules is not None else None
-    pre = open_with_entry(args.pre, trust=args.trust, weights_entry=entry)
-    try:
-        ft = open_with_entry(args.ft, trust=args.trust, weights_entry=entry)
-    except BaseException:
-        pre.close()
-        raise
+    pre = stack.enter_context(open_with_entry(args.pre, trust=args.trust, weights_entry=entry))
+    ft = stack.enter_context(open_with_entry(args.ft, trust=args.trust, weights_entry=entry))
     if args.suggest:
         rules = suggest_rules(pre.weights, ft.weights)
     al = align(pre.weights, ft.weights, rules)
@@ -75,7 +72,7 @@ def compute_report(args):
         report.stats, report.stats_error = _stats(pre, ft, al, args.device)
         if report.stats is not None:
             report.embeddings = _embeddings(pre, ft, al)
-    return report, pre, ft
+    return report
 
 
 def _embeddings(pre, ft, al):
@@ -91,10 +88,8 @@ def _embeddings(pre, ft, al):
 
 
 def _stats(pre, ft, al, device):
-    try:
-        from ..stats import compute_stats
-    except ImportError:
-        return None, "the stats module is not available in this build"
+    from ..stats import compute_stats
+
     triples = [t for t in al.triples() if t[1] is not None and t[2] is not None]
     if not triples:
         return None, None
@@ -108,8 +103,8 @@ def run(args) -> int:
     from ..diff_report import render_markdown, render_text, to_json
     from ..output import console, emit_json
 
-    report, pre, ft = compute_report(args)
-    try:
+    with ExitStack() as stack:
+        report = compute_report(args, stack)
         if args.json:
             emit_json(to_json(report, only_problems=args.only_problems))
         elif args.markdown:
@@ -117,7 +112,4 @@ def run(args) -> int:
         else:
             render_text(report, console(), only_problems=args.only_problems, top=args.top,
                         show_stats=not args.no_stats)
-    finally:
-        pre.close()
-        ft.close()
     return 0 if report.ok else 1
