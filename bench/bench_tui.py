@@ -240,7 +240,7 @@ def main() -> int:
         pre, ft = write_pair(tmp, args.keys)
         print(f"wrote {args.keys:,} keys per file in {time.perf_counter() - t0:.1f} s "
               f"({pre.stat().st_size / 1e6:.1f} MB + {ft.stat().st_size / 1e6:.1f} MB)")
-        from gsvinspect.synth import DEMO_FILES, write_demo
+        from gsvinspect.synth import write_demo
 
         demo = write_demo(tmp / "demo")
         demo_paints = [first_paint_pty(demo["sovits_pretrained"], demo["sovits_finetune"], b"ref_enc")
@@ -250,7 +250,6 @@ def main() -> int:
         rows = [("open -> first paint, demo SoVITS G pair (776 keys; pty, best)", min(demo_paints) * 1000),
                 ("open -> first paint of both trees (pty, whole process, best)", min(paints) * 1000),
                 ("open -> first paint (median)", statistics.median(paints) * 1000)]
-        del DEMO_FILES
         inter = asyncio.run(interactive(pre, ft, args.repeat))
         n_lines = int(inter.pop("_lines"))
         rows += list(inter.items())

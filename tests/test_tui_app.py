@@ -7,7 +7,7 @@ import re
 import zipfile
 
 import pytest
-from test_tui_support import demo_files, make_app, settle
+from test_tui_support import PAIRS, demo_files, make_app, settle, wait_until
 
 from gsvinspect_tui.app import GsvInspectApp
 from gsvinspect_tui.dialogs import MessageScreen
@@ -80,6 +80,10 @@ async def test_expand_collapse_and_cursor_keeps_key(demo):
         assert app.diff.current.is_group and key.startswith(app.diff.current.node.prefix + ".")
         await pilot.press("s")
         assert app.model.sort_by_change
+        await pilot.press("f")                            # flat list: every key under its full name
+        assert len(app.diff.lines) == 295
+        assert all(not ln.is_group and ln.label == ln.node.target for ln in app.diff.lines)
+        assert "flat" in str(app.query_one("#status").render())
 
 
 async def test_rule_edit_changes_counts_and_error_shows_at_line(demo):
@@ -130,10 +134,7 @@ async def test_stats_fill_in_chart_and_embedding_detail(demo):
     app = make_app(demo, "gpt", stats=True)
     async with app.run_test(size=(160, 50)) as pilot:
         await settle(app, pilot)
-        for _ in range(50):
-            if not app.stats_running:
-                break
-            await settle(app, pilot, pause=0.05)
+        await wait_until(app, pilot, lambda: not app.stats_running)
         assert not app.stats_running
         assert app.model.n_with_stats == 295
         st = app.model.leaves["model.h.layers.0.linear1.weight"].stats
@@ -290,13 +291,14 @@ async def _open_export(app, pilot, out):
     return screen
 
 
-async def _write(app, pilot, screen):
+async def _write(app, pilot, screen, *confirm: str):
+    """Press Ctrl+W (then the `confirm` keys, e.g. "y" to overwrite) and wait for the write to end."""
     await pilot.press("ctrl+w")
+    if confirm:
+        await pilot.pause()
+        await pilot.press(*confirm)
     await settle(app, pilot, pause=0.1)
-    for _ in range(100):
-        if not screen.writing:
-            break
-        await settle(app, pilot, pause=0.1)
+    await wait_until(app, pilot, lambda: not screen.writing, pause=0.1)
 
 
 async def test_export_writes_file_our_loader_and_torch_read(demo, tmp_path):
@@ -354,21 +356,13 @@ async def test_export_asks_before_overwriting_and_reports_bad_paths(demo, tmp_pa
         screen.query_one("#export-missing").value = "pretrained"
         await settle(app, pilot, pause=0.1)
         screen.query_one("#export-out").value = str(out)
-        await pilot.press("ctrl+w")
-        await pilot.pause()
-        await pilot.press("y")
-        await settle(app, pilot, pause=0.2)
-        for _ in range(100):
-            if not screen.writing:
-                break
-            await settle(app, pilot, pause=0.1)
+        await _write(app, pilot, screen, "y")
         assert screen.error is None, screen.error
     assert out.read_bytes()[:2] == b"PK"
 
 
 async def test_switch_demo_pair_from_palette(demo):
-    pairs = {name: (demo[a], demo[b], None) for name, (a, b) in
-             {"sovits": ("sovits_pretrained", "sovits_finetune"), "gpt": ("gpt_pretrained", "gpt_finetune")}.items()}
+    pairs = {name: (demo[a], demo[b], None) for name, (a, b) in PAIRS.items()}   # as `demo` passes them
     app = make_app(demo, "sovits", pairs=pairs, pair="sovits")
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(app, pilot)
@@ -413,10 +407,7 @@ async def test_rendered_lines_show_marks_sides_and_change(demo):
     app = make_app(demo, "export", stats=True)
     async with app.run_test(size=(160, 50)) as pilot:
         await settle(app, pilot)
-        for _ in range(100):
-            if not app.stats_running:
-                break
-            await settle(app, pilot, pause=0.05)
+        await wait_until(app, pilot, lambda: not app.stats_running)
         app.diff.move_to("enc_q.pre.weight")
         app.diff.move_to("enc_p.text_embedding.weight")
         text = app.diff.dump(width=150)

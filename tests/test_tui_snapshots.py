@@ -8,7 +8,7 @@ absolute path is shown. Update with `pytest tests/test_tui_snapshots.py --snapsh
 from __future__ import annotations
 
 import pytest
-from test_tui_support import PAIRS, demo_files, no_blink, settle
+from test_tui_support import PAIRS, demo_files, no_blink, settle, wait_until
 
 from gsvinspect_tui.app import GsvInspectApp
 
@@ -39,10 +39,7 @@ def _before(*keys: str, stats: bool = False, then=None):
         app = pilot.app
         await settle(app, pilot)
         if stats:
-            for _ in range(100):
-                if not app.stats_running:
-                    break
-                await settle(app, pilot, pause=0.05)
+            await wait_until(app, pilot, lambda: not app.stats_running)
         no_blink(app)
         for key in keys:
             await pilot.press(key)

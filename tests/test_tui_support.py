@@ -5,11 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-PAIRS = {
-    "sovits": ("sovits_pretrained", "sovits_finetune"),
-    "gpt": ("gpt_pretrained", "gpt_finetune"),
-    "export": ("sovits_pretrained", "sovits_export"),
-}
+from gsvinspect.commands.demo import PAIRS  # noqa: F401  (pair name -> demo file names; used by the TUI tests)
 
 
 def demo_files(root: Path) -> dict[str, Path]:
@@ -33,6 +29,14 @@ async def settle(app, pilot, pause: float | None = None) -> None:
     for _ in range(3):
         await app.workers.wait_for_complete()
         await pilot.pause()
+
+
+async def wait_until(app, pilot, done, tries: int = 100, pause: float = 0.05) -> None:
+    """Settle until `done()` holds (statistics finished, an export written); at most `tries` rounds."""
+    for _ in range(tries):
+        if done():
+            return
+        await settle(app, pilot, pause=pause)
 
 
 def no_blink(app) -> None:

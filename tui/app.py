@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rich.console import Group as RGroup
 from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
@@ -21,12 +22,12 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Footer, Input, ProgressBar, Static, TabbedContent, TabPane
-from textual.worker import Worker, WorkerState, get_current_worker
+from textual.worker import Worker, WorkerState
 
 from gsvinspect.errors import GsvError
 
 from .detail import DetailPanel, checkpoint_info, embedding_table, findings_view, line_detail
-from .diff_view import DiffView
+from .diff_view import MID_WIDTH, DiffView, fit
 from .dialogs import MessageScreen, PromptScreen
 from .help_screen import HelpScreen
 from .model import Line
@@ -65,15 +66,13 @@ class _Diagnosed(Message):
 class StatsBatch(Message):
     """Statistics that arrived since the last batch (posted from the stats thread)."""
 
-    def __init__(self, generation: int, items: list, done: int, total: int, finished: bool,
-                 cancelled: bool = False) -> None:
+    def __init__(self, generation: int, items: list, done: int, total: int, finished: bool) -> None:
         super().__init__()
         self.generation = generation
         self.items = items
         self.done = done
         self.total = total
         self.finished = finished
-        self.cancelled = cancelled
 
 
 class Loaded(Message):
@@ -213,8 +212,6 @@ class GsvInspectApp(App[int]):
                 self.call_after_refresh(self._paint_columns)
             return
         self._paint_retries = 0
-        from .diff_view import MID_WIDTH, fit
-
         if s.single:
             text = Text(fit(f" {s.pre_path.name}", width - MID_WIDTH) + "  elements", style="bold")
         else:
@@ -275,17 +272,15 @@ class GsvInspectApp(App[int]):
         s = self.session
         editor = self.rules_editor
         editor.set_text(event.rules_text, notify=False)
-        s.rules_text = event.rules_text
         result = event.result
         if result.error is not None:
-            # bad rules file: show the error and align without rules so keys still appear
-            editor.show_result(None, result.error)
+            # bad rules file: the keys were aligned without rules; the editor shows the error
             self.notify(f"rules: {result.error}", severity="error", timeout=8)
         self._adopt(result, event.rules_text)
-        if not s.single:
-            editor.show_result(self._counts(), result.error)
         if s.single:
             self.query_one("#side", TabbedContent).hide_tab("tab-rules")
+        else:
+            editor.show_result(self._counts(), result.error)
         self.query_one("#info", DetailPanel).show(self._info_renderable())
         self._update_status()
         self.loaded.set()
@@ -386,7 +381,7 @@ class GsvInspectApp(App[int]):
             return
         self._adopt(result, text)
         n_rules = len(result.rules) if result.rules is not None else 0
-        dead = result.alignment.dead_rules() if hasattr(result.alignment, "dead_rules") else []
+        dead = result.alignment.dead_rules()
         extra = f"{n_rules} rule{'s' if n_rules != 1 else ''}"
         if dead:
             extra += " · unused: " + ", ".join(str(i + 1) for i in dead)
@@ -472,11 +467,11 @@ class GsvInspectApp(App[int]):
         pairs = {t: (p, f) for t, p, f in triples}
         state = {"done": 0, "total": len(triples), "last": time.monotonic()}
 
-        def flush(finished: bool = False, cancelled: bool = False) -> None:
+        def flush(finished: bool = False) -> None:
             items = pending[:]
             del pending[: len(items)]
             state["last"] = time.monotonic()
-            self.post_message(StatsBatch(generation, items, state["done"], state["total"], finished, cancelled))
+            self.post_message(StatsBatch(generation, items, state["done"], state["total"], finished))
 
         def on_result(target: str, stats: Any) -> None:
             pending.append((target, stats, pairs.get(target)))
@@ -488,20 +483,20 @@ class GsvInspectApp(App[int]):
             if time.monotonic() - state["last"] >= STATS_FLUSH_S and not cancel.is_set():
                 flush()
 
-        worker = get_current_worker()
+        from gsvinspect.stats import Cancelled
+
         try:
-            result = self.session.compute_stats(triples, progress=progress, cancel=cancel, on_result=on_result)
-            cancelled = bool(getattr(result, "cancelled", False)) or worker.is_cancelled
-        except Exception as exc:
-            if type(exc).__name__ == "Cancelled":  # gsvinspect.stats.Cancelled: we asked for it
-                return  # a bad tensor must not take the app down
+            self.session.compute_stats(triples, progress=progress, cancel=cancel, on_result=on_result)
+        except Cancelled:  # we asked for it
+            return
+        except Exception as exc:  # a bad tensor must not take the app down
             if not cancel.is_set():
                 self.post_message(StatsBatch(generation, pending[:], state["done"], state["total"], True))
                 self.call_from_thread(self.notify, f"statistics failed: {exc}", severity="error")
             return
         if not cancel.is_set():
             state["done"] = state["total"]
-            flush(finished=True, cancelled=cancelled)
+            flush(finished=True)
 
     @on(StatsBatch)
     def _stats_arrived(self, event: StatsBatch) -> None:
@@ -564,8 +559,6 @@ class GsvInspectApp(App[int]):
         self._update_status()
 
     def _info_renderable(self):
-        from rich.console import Group as RGroup
-
         s = self.session
         parts = []
         if not s.single:
@@ -614,8 +607,6 @@ class GsvInspectApp(App[int]):
     def _show_embedding(self, line: Line, rows: Any) -> None:
         if self.diff.current_ident != line.ident:
             return
-        from rich.console import Group as RGroup
-
         self.query_one("#detail", DetailPanel).show(
             RGroup(line_detail(line, self.session.rules, self.session.single), embedding_table(rows)))
 

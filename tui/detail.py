@@ -233,10 +233,9 @@ def findings_view(findings: list) -> RenderableType:
         return Text("No GPT-SoVITS findings.", style="dim")
     parts: list[RenderableType] = []
     for f in findings:
-        sev = str(getattr(f, "severity", "info"))
-        sev = getattr(getattr(f, "severity", None), "value", sev)
+        sev = str(getattr(f, "severity", "info"))  # knowledge.Finding: "error" | "warning" | "info"
         line = Text()
-        line.append(f"{str(sev).upper():7} ", style=SEVERITY_STYLE.get(str(sev).lower(), ""))
+        line.append(f"{sev.upper():7} ", style=SEVERITY_STYLE.get(sev.lower(), ""))
         line.append(f"[{getattr(f, 'code', '')}] ", style="dim")
         line.append(str(getattr(f, "message", f)))
         keys = list(getattr(f, "keys", ()) or ())
@@ -267,10 +266,11 @@ class DetailPanel(VerticalScroll):
 
     def plain_text(self, width: int = 100) -> str:
         """The panel's content as plain text."""
+        import io
+
         from rich.console import Console
 
-        console = Console(width=width, record=True, file=open(__import__("os").devnull, "w"),
-                          color_system=None)
+        console = Console(width=width, record=True, file=io.StringIO(), color_system=None)
         console.print(self.renderable)
         return console.export_text()
 

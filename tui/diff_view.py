@@ -23,12 +23,9 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from .model import Leaf, Line, ViewModel, find_line
+from gsvinspect.meta import DTYPE_SHORT
 
-DTYPE_SHORT = {
-    "float64": "f64", "float32": "f32", "float16": "f16", "bfloat16": "bf16", "int64": "i64",
-    "int32": "i32", "int16": "i16", "int8": "i8", "uint8": "u8", "bool": "bool",
-}
+from .model import Leaf, Line, ViewModel, find_line
 
 # status -> (mark, colour); glyphs carry the meaning so 16-colour and monochrome terminals keep it
 MARKS = {

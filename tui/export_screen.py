@@ -22,22 +22,9 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, ProgressBar, Select, Static
 
+from gsvinspect.export_options import DTYPE_CHOICES, LAYOUT_CHOICES, MISSING_CHOICES
+
 from .dialogs import ConfirmScreen
-
-FALLBACK_LAYOUTS = ("auto",)
-FALLBACK_DTYPES = ("auto", "float16", "float32", "bfloat16")
-FALLBACK_MISSING = ("error", "pretrained", "drop")
-
-
-def _choices(module: Any, names: tuple[str, ...], fallback: tuple[str, ...]) -> tuple[str, ...]:
-    """Option values the export module declares (first attribute found), else a fallback."""
-    for name in names:
-        value = getattr(module, name, None)
-        if value:
-            if isinstance(value, dict):
-                return tuple(str(v) for v in value)
-            return tuple(getattr(v, "value", v) for v in value)
-    return fallback
 
 
 class _Planned(Message):
@@ -104,10 +91,10 @@ class ExportScreen(ModalScreen[Any]):
         from gsvinspect import export as ex
 
         self._ex = ex
-        self.layouts = _choices(ex, ("LAYOUT_CHOICES", "LAYOUTS", "EXPORT_LAYOUTS"), FALLBACK_LAYOUTS)
-        self.dtypes = _choices(ex, ("DTYPE_CHOICES", "DTYPES", "EXPORT_DTYPES"), FALLBACK_DTYPES)
-        self.missing_policies = _choices(ex, ("MISSING_CHOICES", "MISSING_POLICIES", "MISSING"),
-                                         FALLBACK_MISSING)
+        # the CLI's choices, its defaults first
+        self.layouts = LAYOUT_CHOICES
+        self.dtypes = DTYPE_CHOICES
+        self.missing_policies = MISSING_CHOICES
 
     def default_out(self) -> str:
         ft = self.session.ft_path

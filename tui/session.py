@@ -44,7 +44,6 @@ class Session:
     alignment: Any = None
     findings: list = field(default_factory=list)
     stats_by_pair: dict = field(default_factory=dict)  # (pre_key, ft_key) -> TensorStats
-    generation: int = 0
 
     @property
     def single(self) -> bool:
@@ -92,10 +91,8 @@ class Session:
     def diagnose(self) -> list:
         if self.single or self.alignment is None:
             return []
-        try:
-            from gsvinspect.knowledge import diagnose
-        except ImportError:
-            return []
+        from gsvinspect.knowledge import diagnose
+
         alignment = self.alignment
         try:
             findings = list(diagnose(self.pre, self.ft, alignment))
