@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-_PRELUDE = (
+PEAK_PRELUDE = (  # makes a `python -c` child report its own VmHWM on stderr at exit
     "import atexit, sys\n"
     "def _gsv_hwm():\n"
     "    with open('/proc/self/status') as f:\n"
@@ -26,15 +26,22 @@ def measure_code(code: str, *, repeat: int = 3, ok_codes=(0, 1)) -> tuple[float,
     best = (float("inf"), 0.0)
     for _ in range(repeat):
         t0 = time.perf_counter()
-        p = subprocess.run([sys.executable, "-c", _PRELUDE + code], stdout=subprocess.DEVNULL,
+        p = subprocess.run([sys.executable, "-c", PEAK_PRELUDE + code], stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE, text=True)
         wall = time.perf_counter() - t0
         if p.returncode not in ok_codes:
             raise RuntimeError(f"{code!r} failed ({p.returncode}): {p.stderr[-400:]}")
-        peak = [ln for ln in p.stderr.splitlines() if ln.startswith("GSV_PEAK_KB=")]
         if wall < best[0]:
-            best = (wall, int(peak[-1].split("=")[1]) / 1024 if peak else float("nan"))
+            best = (wall, split_peak(p.stderr)[1])
     return best
+
+
+def split_peak(stderr: str) -> tuple[str, float]:
+    """(the child's own stderr, its peak RSS in MiB: nan when it did not report one)."""
+    head, marker, peak = stderr.rstrip().rpartition("GSV_PEAK_KB=")
+    if not marker:
+        return stderr.strip(), float("nan")
+    return head.strip(), int(peak) / 1024
 
 
 def gsvinspect_code(*argv: str) -> str:

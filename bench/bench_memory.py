@@ -27,24 +27,13 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _proc import PEAK_PRELUDE, gsvinspect_code, split_peak  # noqa: E402
+
 INFO_LS_BOUND_MIB = 60
 
 # name -> (version, what): v2 G is ~53 M params (~106 MB fp16 + ~210 MB fp32), v3 ~385 M (~2.3 GB pair)
 PAIRS = {"small": "v2", "large": "v3"}
-
-_MEASURED = r"""
-import atexit, sys
-def _hwm():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
-atexit.register(lambda: sys.stderr.write("\nGSV_PEAK_KB=%d\n" % _hwm()))
-from gsvinspect.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
 
 def write_pair(folder: Path, version: str) -> tuple[Path, Path]:
     sys.path.insert(0, str(REPO))
@@ -75,7 +64,7 @@ def _status_kb(pid: int, field: str) -> int:
 def measure(argv: list[str], cwd: Path | None = None, timeout: float = 1800) -> dict:
     """Run `gsvinspect ARGV` in a child: exit code, wall s, peak RSS MiB, peak anon MiB (sampled)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", _MEASURED, *argv], stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, "-c", PEAK_PRELUDE + gsvinspect_code(*argv)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, cwd=cwd)
     peak_anon = [0]
     done = threading.Event()
@@ -93,9 +82,9 @@ def measure(argv: list[str], cwd: Path | None = None, timeout: float = 1800) -> 
         done.set()
         th.join()
     wall = time.perf_counter() - t0
-    head, _, peak = err.rstrip().rpartition("GSV_PEAK_KB=")
-    return {"rc": proc.returncode, "wall": wall, "peak_mib": int(peak or 0) / 1024,
-            "anon_mib": peak_anon[0] / 1024, "stderr": head.strip()}
+    head, peak_mib = split_peak(err)
+    return {"rc": proc.returncode, "wall": wall, "peak_mib": peak_mib, "anon_mib": peak_anon[0] / 1024,
+            "stderr": head}
 
 
 COMMANDS = {

@@ -8,11 +8,11 @@ Layout and version detection live in `detect.py`; this module is the container p
 from __future__ import annotations
 
 import json
-import os
 import struct
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .errors import CheckpointError
 from .meta import DTYPE_SIZES, Layout, TensorInfo
@@ -37,6 +37,7 @@ _SAFETENSORS_DTYPES = {
 }
 
 _MAX_DEPTH = 200
+_CONVERTED = "converted"  # materialize's memo key (never an id) for the objects `convert` made
 KNOWN_HEADERS = frozenset(f"0{i}".encode() for i in range(7))
 
 
@@ -73,9 +74,9 @@ class Checkpoint:
     scaler_note: str = ""
     trusted: bool = False
     _refs: dict[str, TensorRef] = field(default_factory=dict, repr=False)
-    _data_offsets: dict[str, int] = field(default_factory=dict, repr=False)  # storage key -> file offset
+    _data_offsets: dict[str, int] = field(default_factory=dict, repr=False)  # safetensors: name -> file offset
     _mm: Any = field(default=None, repr=False)
-    _zip: Any = field(default=None, repr=False)        # ZipIndex, for lazily read data offsets
+    _zip: Any = field(default=None, repr=False)        # ZipIndex: reads (and caches) record data offsets
     _data_prefix: str = field(default="", repr=False)
     _head8k: bytes = field(default=b"", repr=False)
 
@@ -121,9 +122,10 @@ class Checkpoint:
 
         if self.trusted:
             raise AssertionError("trusted checkpoints hold tensors in memory")
-        off = self._data_offsets.get(storage.key)
-        if off is None:
-            off = self._data_offsets[storage.key] = self._zip.data_offset(self._data_prefix + storage.key)
+        if self._zip is not None:
+            off = self._zip.data_offset(self._data_prefix + storage.key)
+        else:
+            off = self._data_offsets[storage.key]
         return np.frombuffer(self._mm, dtype=np.dtype(_NUMPY_DTYPES[storage.dtype]), count=storage.numel, offset=off)
 
     def array_of(self, ref: TensorRef):
@@ -182,34 +184,54 @@ class Checkpoint:
 
         return memoryview(np.ascontiguousarray(arr)).cast("B")
 
-    def materialize(self, obj: Any) -> Any:
-        """Deep copy of part of `root` with TensorRef replaced by torch tensors (imports torch)."""
-        memo: dict[int, Any] = {}
+    def materialize(self, obj: Any, *, clone: bool = True, convert: Callable[[Any], Any] | None = None,
+                    memo: dict[int, Any] | None = None) -> Any:
+        """Deep copy of part of `root` with TensorRef replaced by torch tensors (imports torch).
 
-        def go(o, depth=0):
+        Dicts (OrderedDict stays OrderedDict), lists and tuples are rebuilt; an object reached
+        twice is copied once. `clone=True` copies every tensor out of the file; `clone=False`
+        keeps tensors as views of the mapping where they are exactly their own storage, and
+        copies only the rest (strided views, slices of a larger storage: `exact_tensor`), which
+        is what `torch.save` needs to write each tensor's bytes and no more. `convert(o)` is
+        called on every other value (placeholders, strings, numbers...); when it returns a
+        different object, that object is materialized in its place. Pass the same `memo` to
+        several calls to keep objects shared between them shared in the copies.
+        """
+        if memo is None:
+            memo = {}
+
+        def go(o, depth):
             if depth > _MAX_DEPTH:
                 raise CheckpointError(self.path, "object nests too deeply")
-            if isinstance(o, TensorRef):
-                return self.tensor_of(o).clone()
             i = id(o)
             if i in memo:
                 return memo[i]
+            if isinstance(o, TensorRef):
+                t = self.tensor_of(o)
+                memo[i] = t = t.clone() if clone else exact_tensor(t)
+                return t
             if isinstance(o, dict):
-                out = type(o)() if type(o) in (dict,) or _is_ordered(o) else {}
+                out = OrderedDict() if type(o) is OrderedDict else {}
                 memo[i] = out
                 for k, v in o.items():
                     out[k] = go(v, depth + 1)
                 return out
             if isinstance(o, list):
-                out = []
-                memo[i] = out
-                out.extend(go(v, depth + 1) for v in o)
-                return out
+                out_l: list = []
+                memo[i] = out_l
+                out_l.extend(go(v, depth + 1) for v in o)
+                return out_l
             if isinstance(o, tuple):
                 return tuple(go(v, depth + 1) for v in o)
+            if convert is not None:
+                new = convert(o)
+                if new is not o:
+                    # kept alive with the memo, so the ids memoized inside it are never reused
+                    memo.setdefault(_CONVERTED, []).append(new)
+                    return go(new, depth + 1)
             return o
 
-        return go(obj)
+        return go(obj, 0)
 
     def get(self, path: tuple[str, ...]) -> Any:
         node = self.root
@@ -245,10 +267,12 @@ class _LoadedTensorRef(TensorRef):
         self.tensor = tensor
 
 
-def _is_ordered(o) -> bool:
-    from collections import OrderedDict
-
-    return isinstance(o, OrderedDict)
+def exact_tensor(t):
+    """`t` itself when its storage is exactly its bytes, else a compact copy (torch.save writes
+    whole storages, so a view would drag its whole storage into the file)."""
+    if not t.is_contiguous() or t.storage_offset() != 0 or t.untyped_storage().nbytes() != t.numel() * t.element_size():
+        return t.contiguous().clone()
+    return t
 
 
 def _torch():
@@ -283,8 +307,8 @@ def open_checkpoint(path: str | Path, *, trust: bool = False, weights_entry: str
 
 
 def _open_mapped(path: Path, mm, size: int, *, trust: bool, weights_entry: str | None) -> Checkpoint:
-    head = bytes(mm[:8])
     head8k = bytes(mm[:8192])
+    head = head8k[:8]
     if head[2:4] == b"\x03\x04" and head[:2] != b"PK" and head[:2] not in KNOWN_HEADERS:
         shown = head[:2].decode("latin1") if head[:2].isascii() and head[:2].decode("latin1").isprintable() else head[:2].hex()
         raise CheckpointError(path, f"unknown 2-byte header {shown!r} in place of 'PK' (GPT-SoVITS writes 00-06); "
@@ -303,7 +327,6 @@ def _open_zip(path: Path, mm, size: int, zi: ZipIndex, container: str, head8k: b
     pkl_name, prefix = _find_pickle(path, zi)
     _check_byteorder(path, zi, prefix)
     storage_sizes: dict[str, int] = {}
-    offsets: dict[str, int] = {}
     data_prefix = prefix + "data/"
     for name, rec in zi.records.items():
         if name.startswith(data_prefix) and "/" not in name[len(data_prefix):]:
@@ -311,14 +334,10 @@ def _open_zip(path: Path, mm, size: int, zi: ZipIndex, container: str, head8k: b
     pkl = zi.data(pkl_name)
     root, up = safe_loads(pkl, path, storage_sizes)
     for key in up.storages:
-        rec = zi.records[data_prefix + key]
-        if rec.method != 0:
-            raise CheckpointError(path, f"record {data_prefix + key!r} is compressed (zip method {rec.method}); "
-                                  "PyTorch checkpoints store records uncompressed, so this file was re-zipped or crafted")
+        zi.stored_record(data_prefix + key)  # refuse compressed storages now, not at first read
     ck = _from_root(path, size, container, head8k[:2], root, up.globals_seen, up.opaque_seen, weights_entry)
-    # Record data offsets come from each record's local header: read them on first access
-    # (listing a 20k-key file then costs no 20k reads), validated by ZipIndex.data_offset.
-    ck._data_offsets = offsets
+    # Record data offsets come from each record's local header: ZipIndex.data_offset reads them
+    # on first access (listing a 20k-key file then costs no 20k reads) and validates them.
     ck._zip = zi
     ck._data_prefix = data_prefix
     ck._mm = mm
@@ -329,7 +348,7 @@ def _open_zip(path: Path, mm, size: int, zi: ZipIndex, container: str, head8k: b
 def _open_other(path: Path, mm, size: int, head: bytes, head8k: bytes, *, trust: bool,
                 weights_entry: str | None) -> Checkpoint:
     if len(head) >= 8 and _looks_like_safetensors(mm, size):
-        return _open_safetensors(path, mm, size)
+        return _open_safetensors(path, mm, size, head8k)
     if head[:2] == b"\x80\x02" or head[:1] == b"\x80":
         if trust:
             return _open_trusted(path, mm, size, head8k, weights_entry)
@@ -390,7 +409,7 @@ def _looks_like_safetensors(mm, size: int) -> bool:
     return 2 <= n <= min(size - 8, 100_000_000) and mm[8:9] == b"{"
 
 
-def _open_safetensors(path: Path, mm, size: int) -> Checkpoint:
+def _open_safetensors(path: Path, mm, size: int, head8k: bytes) -> Checkpoint:
     (n,) = struct.unpack_from("<Q", mm, 0)
     try:
         header = json.loads(bytes(mm[8:8 + n]).decode("utf-8"))
@@ -427,12 +446,12 @@ def _open_safetensors(path: Path, mm, size: int) -> Checkpoint:
             acc *= s
         root[name] = TensorRef(st, 0, tuple(shape), tuple(reversed(stride)))
         offsets[name] = base + offs[0]
-    ck = _from_root(path, size, "safetensors", bytes(mm[:2]), root, [], [], None)
+    ck = _from_root(path, size, "safetensors", head8k[:2], root, [], [], None)
     if meta:
         ck.layout_evidence.append(f"safetensors metadata: {json.dumps(meta)[:120]}")
     ck._data_offsets = offsets
     ck._mm = mm
-    ck._head8k = bytes(mm[:8192])
+    ck._head8k = head8k
     return ck
 
 
@@ -488,7 +507,7 @@ def _wrap_loaded(obj, depth=0):
     if isinstance(obj, torch.Tensor):
         return _LoadedTensorRef(obj.detach())
     if isinstance(obj, dict):
-        out = type(obj)() if _is_ordered(obj) else {}
+        out = type(obj)() if isinstance(obj, OrderedDict) else {}
         for k, v in obj.items():
             out[k] = _wrap_loaded(v, depth + 1)
         return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .meta import Layout
+from .meta import VERSIONS, Layout
 from .safe_unpickle import Opaque, TensorRef
 
 # md5(first 8 KiB) of the official pretrained SoVITS G files -> (name, version) (FORMATS.md §2.3)
@@ -83,7 +83,7 @@ def _config_version(cfg: Any) -> str | None:
             node = node.get(p) if isinstance(node, dict) else None
             if isinstance(node, Opaque):
                 node = node.as_plain()
-        if isinstance(node, str) and node in ("v1", "v2", "v3", "v4", "v2Pro", "v2ProPlus"):
+        if isinstance(node, str) and node in VERSIONS:
             return node
     return None
 
@@ -95,6 +95,7 @@ def detect(ck) -> None:
     base_keys = _strip_common_prefix(keys)
     kind = _kind_of_keys(base_keys)
     shapes = {k: ck.weights[o].shape for k, o in zip(base_keys, keys)}
+    is_v3_class = any(k.startswith("cfm.") for k in base_keys)  # SynthesizerTrnV3 (v3/v4)
     ev: list[str] = []
     lev: list[str] = ck.layout_evidence
 
@@ -130,7 +131,6 @@ def detect(ck) -> None:
             lev.append("LoRA export: " + ("lora_rank entry" if "lora_rank" in top else "lora_A/lora_B keys"))
         elif kind == "sovits-G":
             has_enc_q = any(k.startswith("enc_q.") for k in base_keys)
-            is_v3_class = any(k.startswith("cfm.") for k in base_keys)
             if ck.header in (b"05", b"06"):
                 layout = Layout.SOVITS_WEIGHTS
                 lev.append(f"2-byte header {ck.header.decode()}: SoVITS_weights export (my_save2)")
@@ -176,8 +176,7 @@ def detect(ck) -> None:
 
     derived = None
     if kind == "gpt":
-        rows = shapes.get(GPT_EMBED.replace("model.", "model.", 1))
-        rows = rows or shapes.get(GPT_EMBED)
+        rows = shapes.get(GPT_EMBED)
         if rows:
             if rows[0] == 512:
                 derived = "v1"
@@ -189,7 +188,6 @@ def detect(ck) -> None:
             else:
                 ev.append(f"GPT phoneme embedding has {rows[0]} rows (neither 512 nor 732)")
     elif kind in ("sovits-G", "sovits-G-lora"):
-        is_v3_class = any(k.startswith("cfm.") for k in base_keys)
         if any(k.startswith("sv_emb.") for k in base_keys):
             ups = shapes.get("dec.ups.0.weight_v") or shapes.get("dec.ups.0.weight")
             pre = shapes.get("dec.conv_pre.weight")

@@ -222,10 +222,6 @@ class TensorRef:
         return self.storage.dtype
 
     @property
-    def storage_key(self) -> str:
-        return self.storage.key
-
-    @property
     def numel(self) -> int:
         return prod(self.shape) if self.shape else 1
 
@@ -451,8 +447,7 @@ def _is_dangerous(module: str, name: str) -> bool:
 class SafeUnpickler(pickle.Unpickler):
     """Unpickler whose find_class never imports and persistent_load never reads tensor data."""
 
-    def __init__(self, data: bytes | memoryview, path, storages: dict[str, int] | None,
-                 storage_sizes: dict[str, int] | None = None):
+    def __init__(self, data: bytes | memoryview, path, storage_sizes: dict[str, int] | None = None):
         super().__init__(io.BytesIO(data))
         self._path = path
         self.storage_sizes = storage_sizes  # record key -> bytes available, for bound checks
@@ -648,16 +643,14 @@ def check_structure(root: Any) -> None:
 def safe_loads(data: bytes | memoryview, path, storage_sizes: dict[str, int] | None) -> tuple[Any, SafeUnpickler]:
     """Unpickle `data` safely; returns (object, unpickler) or raises CheckpointError."""
     data = bytes(data)
-    up = SafeUnpickler(data, path, None, storage_sizes)
+    up = SafeUnpickler(data, path, storage_sizes)
     gc_was_enabled = gc.isenabled()
     gc.disable()  # the unpickler only allocates; collections during it cost ~2/3 of the time
     try:
         check_memo_indices(data)
         obj = up.load()
         check_structure(obj)
-    except RefusedGlobalError:
-        raise
-    except CheckpointError:
+    except CheckpointError:  # RefusedGlobalError included: already says it all
         raise
     except _Bad as exc:
         raise CheckpointError(path, str(exc)) from None

@@ -12,7 +12,7 @@ from .output import human_bytes, human_count, to_jsonable
 from .safe_unpickle import Opaque, TensorRef
 
 
-def describe_value(v: Any, depth: int = 0) -> str:
+def describe_value(v: Any) -> str:
     """One line describing an extra entry (config, info, optimizer, loops...)."""
     if isinstance(v, TensorRef):
         return f"tensor {v.dtype} {list(v.shape)}"
@@ -66,8 +66,9 @@ def info_dict(ck, *, with_globals: bool = False) -> dict:
     return d
 
 
-def info_rows(ck, d: dict, *, with_globals: bool = False) -> list[tuple[str, str]]:
+def info_rows(ck, *, with_globals: bool = False) -> list[tuple[str, str]]:
     """(label, text) rows of `info`, shared by the rich and the plain renderers."""
+    d = info_dict(ck, with_globals=with_globals)
     rows = [("layout", ck.layout.value), ("version", ck.version)]
     rows += [("", f"- {e}") for e in ck.evidence]
     rows.append(("container", f"{ck.container}, header {ck.header!r}, {human_bytes(ck.size)}"))
@@ -88,7 +89,7 @@ def info_rows(ck, d: dict, *, with_globals: bool = False) -> list[tuple[str, str
 
 def render_info_plain(out, ck, *, with_globals: bool = False) -> None:
     """Plain text for pipes and scripts: no rich import, no escape codes."""
-    rows = info_rows(ck, info_dict(ck, with_globals=with_globals), with_globals=with_globals)
+    rows = info_rows(ck, with_globals=with_globals)
     width = max(len(label) for label, _ in rows)
     out.write(f"{ck.path}\n")
     for label, text in rows:
@@ -97,30 +98,20 @@ def render_info_plain(out, ck, *, with_globals: bool = False) -> None:
 
 
 def render_info(con, ck, *, with_globals: bool = False) -> None:
+    """The same rows as a rich table; texts are never parsed as markup (they quote the file)."""
     from rich.table import Table
+    from rich.text import Text
 
-    d = info_dict(ck, with_globals=with_globals)
-    t = Table(title=str(ck.path), title_justify="left", show_header=False, box=None, pad_edge=False)
+    t = Table(title=Text(str(ck.path), style="table.title"), title_justify="left", show_header=False, box=None,
+              pad_edge=False)
     t.add_column(style="bold cyan", no_wrap=True)
     t.add_column(overflow="fold")
-    t.add_row("layout", ck.layout.value)
-    t.add_row("version", f"[bold]{ck.version}[/bold]")
-    for e in ck.evidence:
-        t.add_row("", f"- {e}")
-    t.add_row("container", f"{ck.container}, header {ck.header!r}, {human_bytes(ck.size)}")
-    for e in ck.layout_evidence:
-        t.add_row("", f"- {e}")
-    t.add_row("weights", f"{len(ck.weights)} tensors under "
-              f"{'/'.join(ck.weights_path) if ck.weights_path else '(top level)'}, "
-              f"{human_count(ck.n_params)} parameters, {human_bytes(ck.n_bytes)}")
-    t.add_row("dtypes", ", ".join(f"{k} {human_bytes(v)}" for k, v in sorted(d["bytes_by_dtype"].items())))
-    t.add_row("training base", d["training_base"])
-    t.add_row("scaler", ("[green]yes[/green]: " if ck.scaler else "[yellow]no[/yellow]: ") + ck.scaler_note)
-    for k, v in d["extras"].items():
-        t.add_row(f"  {k}", v)
-    if ck.opaque:
-        t.add_row("placeholders", ", ".join(ck.opaque) + " (kept inert, never imported)")
-    if with_globals:
-        t.add_row("globals", "\n".join(ck.globals))
+    for label, text in info_rows(ck, with_globals=with_globals):
+        cell = Text(text)
+        if label == "version":
+            cell.stylize("bold")
+        elif label == "scaler":
+            cell.stylize("green" if ck.scaler else "yellow", 0, text.index(":"))
+        t.add_row(Text(label), cell)
     con.print(t)
     con.print()

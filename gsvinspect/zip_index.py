@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,9 +48,6 @@ class ZipIndex:
     def __init__(self, path: Path, mm: mmap.mmap, file_size: int, records: dict[str, ZipRecord], header: bytes):
         self.path = path
         self.mm = mm
-        # Local headers are scattered through the file; reading them through the mapping would
-        # fault in (and keep resident) up to 64 KiB around each. pread touches no mapping.
-        self.fd: int | None = None
         self.file_size = file_size
         self.records = records
         self.header = header
@@ -63,20 +61,33 @@ class ZipIndex:
         return cls(path, mm, file_size, records, header)
 
     # -- access -----------------------------------------------------------------------------
-    def data_offset(self, name: str) -> int:
-        """Offset of the record's data, from its local header (validated)."""
-        off = self._data_offsets.get(name)
-        if off is not None:
-            return off
+    def record(self, name: str) -> ZipRecord:
         rec = self.records.get(name)
         if rec is None:
             raise CheckpointError(self.path, f"record {name!r} is missing from the archive")
+        return rec
+
+    def stored_record(self, name: str) -> ZipRecord:
+        """The record, refused unless stored uncompressed (as torch.save writes every record)."""
+        rec = self.record(name)
+        if rec.method != 0:
+            raise CheckpointError(
+                self.path,
+                f"record {name!r} is compressed (zip method {rec.method}); PyTorch checkpoints store records "
+                "uncompressed, so this file was re-zipped or crafted",
+            )
+        return rec
+
+    def data_offset(self, name: str) -> int:
+        """Offset of the record's data, from its local header (validated; cached)."""
+        off = self._data_offsets.get(name)
+        if off is not None:
+            return off
+        rec = self.record(name)
         h = rec.header_offset
         if h + 30 > self.file_size:
             raise CheckpointError(self.path, f"record {name!r}: local header beyond end of file (truncated?)")
-        local = os.pread(self.fd, 30, h) if self.fd is not None else bytes(self.mm[h:h + 30])
-        if len(local) < 30:
-            raise CheckpointError(self.path, f"record {name!r}: local header beyond end of file (truncated?)")
+        local = bytes(self.mm[h:h + 30])
         sig = local[:4]
         if sig != _LOCAL_SIG and not (h == 0 and sig[:2] in HEADER_DIGITS and sig[2:] == b"\x03\x04"):
             raise CheckpointError(self.path, f"record {name!r}: bad local header signature (corrupt archive)")
@@ -89,17 +100,7 @@ class ZipIndex:
 
     def data(self, name: str) -> memoryview:
         """The stored bytes of an uncompressed record, without copying."""
-        rec = self.records.get(name)
-        if rec is None:
-            raise CheckpointError(self.path, f"record {name!r} is missing from the archive")
-        if rec.method != 0:
-            raise CheckpointError(
-                self.path,
-                f"record {name!r} is compressed (zip method {rec.method}); PyTorch checkpoints store records "
-                "uncompressed, so this file was re-zipped or crafted",
-            )
-        if rec.compressed_size != rec.size:
-            raise CheckpointError(self.path, f"record {name!r}: stored record with inconsistent sizes")
+        rec = self.stored_record(name)  # (stored records' sizes agree: checked with the directory)
         off = self.data_offset(name)
         return memoryview(self.mm)[off:off + rec.size]
 
@@ -112,7 +113,7 @@ def _read_central_directory(path: Path, mm: mmap.mmap, size: int) -> dict[str, Z
     (_, disk, cd_disk, n_disk, n_total, cd_size, cd_offset, _comment_len) = struct.unpack_from("<4sHHHHIIH", mm, eocd)
     if disk != 0 or cd_disk != 0 or n_disk != n_total:
         raise CheckpointError(path, "multi-disk zip archives are not supported")
-    if 0xFFFF in (n_total,) or 0xFFFFFFFF in (cd_size, cd_offset):
+    if n_total == 0xFFFF or 0xFFFFFFFF in (cd_size, cd_offset):
         loc = eocd - 20
         if loc < 0 or bytes(mm[loc:loc + 4]) != _ZIP64_LOCATOR_SIG:
             raise CheckpointError(path, "ZIP64 archive without a ZIP64 locator (corrupt archive)")
@@ -194,11 +195,9 @@ def map_file(path: Path) -> tuple[mmap.mmap | None, int]:
         raise CheckpointError(path, f"cannot open: {exc.strerror or exc}") from None
     try:
         st = os.fstat(fd)
-        import stat as _stat
-
-        if _stat.S_ISDIR(st.st_mode):
+        if stat.S_ISDIR(st.st_mode):
             raise CheckpointError(path, "is a directory, not a checkpoint file")
-        if not _stat.S_ISREG(st.st_mode):
+        if not stat.S_ISREG(st.st_mode):
             raise CheckpointError(path, "is not a regular file")
         if st.st_size == 0:
             return None, 0

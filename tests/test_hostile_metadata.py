@@ -120,6 +120,29 @@ def test_info_json_of_scaler_like_state_stays_serialisable(tmp_path):
     assert json.loads(out)["scaler"]["state"]["scale"] == 65536.0
 
 
+def test_info_on_a_terminal_shows_markup_like_text_verbatim(tmp_path):
+    """Strings from the file (and its path) are text to rich, never markup: `[/bold]` is shown."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    from gsvinspect.checkpoint import open_checkpoint
+    from gsvinspect.summary import render_info
+
+    body = hc.pkl(hc.d((hc.s("weight"), hc.benign_weights()), (hc.s("info"), hc.s("[/bold] x [red]y"))))
+    (tmp_path / "[").mkdir()
+    path = tmp_path / "[" / "x].pth"  # the path reads `[/x]`
+    path.write_bytes(hc.rezip(body))
+    buf = io.StringIO()
+    with open_checkpoint(path) as ck:
+        render_info(Console(file=buf, force_terminal=True, width=200), ck, with_globals=True)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", buf.getvalue())
+    assert str(path) in text
+    assert "'[/bold] x [red]y'" in text
+    assert "torch._utils._rebuild_tensor_v2" in text
+
+
 def test_as_plain_is_bounded_on_shared_structures():
     """Opaque.as_plain on an exponential DAG (built without the file checks) returns quickly."""
     import pickle
@@ -127,7 +150,7 @@ def test_as_plain_is_bounded_on_shared_structures():
     from gsvinspect.safe_unpickle import SafeUnpickler
 
     data = hc.pkl(hc.g("utils", "HParams") + hc.EMPTY_TUPLE + b"\x81" + hc._laughs(60) + hc.BUILD)
-    obj = SafeUnpickler(data, "x", None).load()
+    obj = SafeUnpickler(data, "x").load()
     plain = obj.as_plain()
     assert isinstance(plain, dict)
     assert len(repr(obj)) < 400

@@ -29,9 +29,9 @@ def run(args) -> int:
     except re.error as exc:
         raise UsageError(f"--filter: invalid regular expression: {exc}") from None
     with open_checkpoint(args.file, trust=args.trust) as ck:
-        rows = [t for t in ck.weights.values() if rx is None or rx.search(t.key)]
-        if args.all:
-            rows += [t for t in _other_tensors(ck) if rx is None or rx.search(t.key)]
+        rows = list(ck.weights.values()) + (_other_tensors(ck) if args.all else [])
+        if rx is not None:
+            rows = [t for t in rows if rx.search(t.key)]
         if args.json:
             emit_json({"path": str(ck.path), "weights_path": list(ck.weights_path),
                        "keys": [{"key": t.key, "shape": list(t.shape), "dtype": t.dtype, "numel": t.numel,
