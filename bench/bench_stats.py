@@ -7,9 +7,8 @@ whole process except the floors, after one warm-up read so every row reads from 
 
   (a) naive: ``torch.load`` both files, then per key ``.float()``, subtract, norms, cosine, max;
   (b) engine: ``open_checkpoint`` + ``align`` + ``compute_stats(device=...)`` in a subprocess,
-      best of 3; peak RSS of that child (ru_maxrss of the rusage ``os.wait4`` returns, the
-      per-child form of getrusage(RUSAGE_CHILDREN)) and private RSS (RssAnon: heap, not the
-      mapped file pages);
+      best of 3; peak RSS of that child (its own VmHWM: a child's ru_maxrss would also count the
+      parent's resident size at fork) and private RSS (RssAnon: heap, not the mapped file pages);
   (c) floors: one pass that only reads the same bytes from the page cache (``readinto`` a reused
       buffer), and ``numpy.sum`` over one contiguous in-memory buffer of the same size.
 
@@ -98,19 +97,15 @@ def write_pair(dirpath: Path, name: str, dtype: str, mbytes: float, seed: int) -
     return p, f
 
 
-def run_child(code: str, args: list[str]) -> tuple[float, str, float]:
-    """(wall seconds, stdout, peak RSS MB of that child: the rusage os.wait4 returns for it)."""
+def run_child(code: str, args: list[str]) -> tuple[float, str]:
+    """(wall seconds, stdout) of `python -c code args` as a whole process."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
-    out, err = proc.stdout.read(), proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
-        raise SystemExit(err)
-    return wall, out.strip(), usage.ru_maxrss / 1024
+        raise SystemExit(proc.stderr)
+    return wall, proc.stdout.strip()
 
 
 def read_floor(paths: list[Path]) -> float:
@@ -154,14 +149,12 @@ def main() -> None:
         t_read = min(read_floor(files) for _ in range(2))
         t_sum = sum_floor(total)
         pargs = [str(p) for p in files]
-        t_eng, out_eng, rss_eng = min(run_child(ENGINE, [args.device, *pargs]) for _ in range(3))
-        t_naive, out_naive, rss_naive = run_child(NAIVE, pargs)
+        t_eng, out_eng = min(run_child(ENGINE, [args.device, *pargs]) for _ in range(3))
+        t_naive, out_naive = run_child(NAIVE, pargs)
         t_inproc, dev_used, torch_loaded, anon_eng, hwm_eng = out_eng.split()[0:5]
         t_inproc = float(t_inproc)
         anon_naive, hwm_naive = out_naive.split()[1:3]
-        # ru_maxrss from wait4 starts at the parent's RSS at fork time (it survives exec), so the
-        # child's own VmHWM is used when it is smaller
-        rss_eng, rss_naive = min(rss_eng, float(hwm_eng)), min(rss_naive, float(hwm_naive))
+        rss_eng, rss_naive = float(hwm_eng), float(hwm_naive)   # each child's own VmHWM
 
     gb = total / 1e9
     rows = [
@@ -182,7 +175,7 @@ def main() -> None:
     print(f"engine vs sum floor:  {t_eng / t_sum:5.1f}x slower")
     print(f"private RSS:          engine {anon_eng} MB vs naive {anon_naive} MB "
           f"({int(anon_eng) / max(1, int(anon_naive)):.1%})")
-    print("peak RSS (the child's VmHWM; ru_maxrss from os.wait4 inherits the parent's peak at fork) counts the mapped file pages the engine "
+    print("peak RSS (the child's own VmHWM) counts the mapped file pages the engine "
           "reads; 'private' is RssAnon (heap), measured at the end of each run with the data live. "
           "Engine: best of 3 runs.")
 

@@ -25,9 +25,9 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from .errors import UsageError
-from .stats import (StatsResult, TensorStats, _kind, _to_f64, cosine_from_sums, one_minus_cosine_from_sums,
+from .stats import (StatsResult, TensorStats, _flat, _kind, _to_f64, cosine_from_sums, one_minus_cosine_from_sums,
                     rel_change)
-from .symbols import UNKNOWN, Symbol, label_rows, languages, symbol_set_for_rows
+from .symbols import UNKNOWN, UNUSED, Symbol, label_rows, languages, symbol_set_for_rows
 
 EMBEDDING_KEYS = (
     "model.ar_text_embedding.word_embeddings.weight",   # GPT (s1)
@@ -234,7 +234,7 @@ def _read_2d(ck, key: str) -> np.ndarray:
         raise UsageError(f"{key}: dtype {info.dtype} is not a number type")
     if len(info.shape) != 2:
         raise UsageError(f"{key}: an embedding table is 2-D, this is {tuple(info.shape)}")
-    return _to_f64(np.ascontiguousarray(ck.array(key)).reshape(-1), kind).reshape(info.shape)
+    return _to_f64(_flat(ck, key), kind).reshape(info.shape)
 
 
 def embedding_rows(pre_ck, ft_ck, pre_key: str, ft_key: str, *,
@@ -263,8 +263,8 @@ def embedding_rows(pre_ck, ft_ck, pre_key: str, ft_key: str, *,
         if sa is None or sb is None:
             raise UsageError(f"embedding tables {a.shape} vs {b.shape}: row counts match no symbol set, "
                              "rows cannot be paired")
-        pos_a = {s.symbol: s.index for s in lab_a if s.language not in ("unused", UNKNOWN)}
-        pos_b = {s.symbol: s.index for s in lab_b if s.language not in ("unused", UNKNOWN)}
+        pos_a = {s.symbol: s.index for s in lab_a if s.language not in (UNUSED, UNKNOWN)}
+        pos_b = {s.symbol: s.index for s in lab_b if s.language not in (UNUSED, UNKNOWN)}
         common = [s for s in lab_b if s.symbol in pos_a and s.symbol in pos_b]
         ia = np.array([pos_a[s.symbol] for s in common], dtype=np.intp)
         ib = np.array([s.index for s in common], dtype=np.intp)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import UsageError
-from .stats import _cuda_available, _cuda_driver_present, _kind, _to_f64
+from .stats import _cuda_available, _cuda_driver_present, _flat, _kind, _to_f64
 
 _GPU_MIN_ELEMS = 1 << 22
 _FULL_MAX_ELEMS = 1 << 24
@@ -72,8 +72,8 @@ def _delta_2d(pre_ck, ft_ck, pre_key: str, ft_key: str) -> tuple[np.ndarray, flo
     kp, kf = _kind(pi.dtype), _kind(fi.dtype)
     if kp is None or kf is None:
         raise UsageError(f"spectrum: dtypes {pi.dtype}/{fi.dtype} are not compared")
-    a = _to_f64(np.ascontiguousarray(pre_ck.array(pre_key)).reshape(-1), kp)
-    b = _to_f64(np.ascontiguousarray(ft_ck.array(ft_key)).reshape(-1), kf)
+    a = _to_f64(_flat(pre_ck, pre_key), kp)
+    b = _to_f64(_flat(ft_ck, ft_key), kf)
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise UsageError(f"spectrum: {pre_key} holds NaN or Inf; no SVD of a non-finite change")
     norm_pre = float(np.sqrt(np.dot(a, a)))

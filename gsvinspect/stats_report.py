@@ -18,8 +18,6 @@ Functions:
     spectrum_table(spectrum)                     -> rich Table of one change spectrum.
     to_markdown(result, rollups=None, top=20, depth=None, embeddings=(), spectra=()) -> str.
     print_report(console, result, ...)           -> print all of the tables above.
-    stats_to_json(result, top) / render_stats(result, console, top)
-                                                 -> the entry points gsvinspect.diff_report calls.
 """
 
 from __future__ import annotations
@@ -122,16 +120,14 @@ def module_dict(m: ModuleStats) -> dict:
             "nan": m.nan, "inf": m.inf, "overflow16": m.overflow16}
 
 
+_HEALTH_KEYS = ("nan_pre", "inf_pre", "overflow16_pre", "nan_ft", "inf_ft", "overflow16_ft")
+_HEALTH_HEADERS = ["tensor", "NaN pre", "Inf pre", ">fp16 pre", "NaN ft", "Inf ft", ">fp16 ft"]
+
+
 def health_issues(result: StatsResult) -> list[dict]:
     """One dict per tensor holding NaN, Inf, or values a cast to fp16 turns into Inf."""
-    out = []
-    for ts in result.per_key.values():
-        if ts.healthy:
-            continue
-        out.append({"target": ts.target,
-                    "nan_pre": ts.nan_pre, "inf_pre": ts.inf_pre, "overflow16_pre": ts.overflow16_pre,
-                    "nan_ft": ts.nan_ft, "inf_ft": ts.inf_ft, "overflow16_ft": ts.overflow16_ft})
-    return out
+    return [{"target": ts.target, **{k: getattr(ts, k) for k in _HEALTH_KEYS}}
+            for ts in result.per_key.values() if not ts.healthy]
 
 
 def row_changes_dict(rc: RowChanges, top: int = 20) -> dict:
@@ -212,11 +208,10 @@ def health_table(result: StatsResult) -> Table | None:
     if not issues:
         return None
     t = Table(title="Health: NaN, Inf, values beyond fp16 range (|x| ≥ 65520)", title_justify="left")
-    for col in ("tensor", "NaN pre", "Inf pre", ">fp16 pre", "NaN ft", "Inf ft", ">fp16 ft"):
+    for col in _HEALTH_HEADERS:
         t.add_column(col, justify="left" if col == "tensor" else "right")
     for d in issues:
-        t.add_row(d["target"], *(fmt_count(d[k]) for k in ("nan_pre", "inf_pre", "overflow16_pre",
-                                                            "nan_ft", "inf_ft", "overflow16_ft")))
+        t.add_row(d["target"], *(fmt_count(d[k]) for k in _HEALTH_KEYS))
     return t
 
 
@@ -316,10 +311,8 @@ def to_markdown(result: StatsResult, rollups: Mapping[str, ModuleStats] | None =
     issues = health_issues(result)
     if issues:
         lines += ["", "### Health", ""]
-        lines += _md_table(["tensor", "NaN pre", "Inf pre", ">fp16 pre", "NaN ft", "Inf ft", ">fp16 ft"],
-                           [[f"`{d['target']}`"] + [fmt_count(d[k]) for k in
-                            ("nan_pre", "inf_pre", "overflow16_pre", "nan_ft", "inf_ft", "overflow16_ft")]
-                            for d in issues], {1, 2, 3, 4, 5, 6})
+        lines += _md_table(_HEALTH_HEADERS, [[f"`{d['target']}`"] + [fmt_count(d[k]) for k in _HEALTH_KEYS]
+                                             for d in issues], {1, 2, 3, 4, 5, 6})
     for rc in embeddings:
         lines += ["", f"### Phoneme embedding `{rc.ft_key}` by language", ""]
         lines += _md_table(["language", "rows", "moved", "rel Δ", "max rel Δ", "most moved"],
@@ -334,14 +327,3 @@ def to_markdown(result: StatsResult, rollups: Mapping[str, ModuleStats] | None =
         lines += ["", "### Notes", ""] + [f"- {_md_escape(n)}" for n in result.notes]
     return "\n".join(lines) + "\n"
 
-
-# -- the names gsvinspect.diff_report looks up ----------------------------------------------------
-
-def stats_to_json(result: StatsResult, top: int | None = 20) -> dict:
-    """``report_dict`` under the name diff_report.py looks for (``top=None`` means 20)."""
-    return report_dict(result, top=20 if top is None else top)
-
-
-def render_stats(result: StatsResult, console, top: int | None = 20) -> None:
-    """``print_report`` under the name diff_report.py looks for (``top=None`` means 20)."""
-    print_report(console, result, top=20 if top is None else top)

@@ -108,14 +108,14 @@ def test_report_handles_non_finite_values_and_health(tmp_path):
     with open_checkpoint(tmp_path / "p.pt") as pc, open_checkpoint(tmp_path / "f.pt") as fc:
         res = compute_stats(pc, fc, [(k, k, k) for k in pre], device="cpu")
     assert res.per_key["b"].rel_change == math.inf
-    doc = stats_report.stats_to_json(res, top=None)
+    doc = stats_report.report_dict(res)
     json.dumps(doc, allow_nan=False)
     health = {d["target"]: d for d in doc["health"]}
     assert set(health) == {"a", "c"}
     assert health["a"]["nan_pre"] == 1 and health["a"]["inf_ft"] == 1 and health["c"]["overflow16_pre"] == 1
     assert doc["top_tensors"][0]["target"] == "b" and doc["top_tensors"][0]["rel_change"] == "inf"
     con = Console(record=True, width=160)
-    stats_report.render_stats(res, con, top=3)
+    stats_report.print_report(con, res, top=3)
     assert "Health" in con.export_text()
     md = stats_report.to_markdown(res, top=3)
     assert "### Health" in md and "`a`" in md

@@ -11,7 +11,7 @@ from gsvinspect.errors import UsageError
 from gsvinspect.rollup import embedding_keys, embedding_rows, rollup, top_modules, top_tensors
 from gsvinspect.stats import compute_stats
 from gsvinspect.symbols import label_rows, languages, symbol_set_for_rows, symbols
-from test_stats_engine import FakeCk
+from helpers_stats import FakeCk
 
 
 def _model(rng):

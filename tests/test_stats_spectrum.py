@@ -7,7 +7,7 @@ import pytest
 
 from gsvinspect.errors import UsageError
 from gsvinspect.spectrum import spectrum
-from test_stats_engine import FakeCk
+from helpers_stats import FakeCk
 
 
 def _pair(pre, delta, dt="float32"):
