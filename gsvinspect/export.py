@@ -26,9 +26,11 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Callable
 
 from . import __version__
+from .checkpoint import exact_tensor
 from .errors import ExportError, UsageError
 from .meta import FLOAT_DTYPES, VERSIONS, Layout, TensorInfo
 from .safe_unpickle import Opaque, TensorRef
+from .torch_writer import VALID_HEADERS
 
 from .export_options import (CONFIG_CHOICES, DTYPE_CHOICES, LAYOUT_ALIASES, LAYOUT_CHOICES,  # noqa: F401
                              MISSING_CHOICES)
@@ -36,7 +38,7 @@ from .export_options import (CONFIG_CHOICES, DTYPE_CHOICES, LAYOUT_ALIASES, LAYO
 _DTYPE_NAMES = {"half": "float16", "float": "float32"}
 _BASE_LAYOUT = {"gpt": Layout.GPT_PRETRAINED, "sovits-g": Layout.SOVITS_G_PRETRAINED,
                 "sovits-d": Layout.SOVITS_D_PRETRAINED}
-_KIB, _MIB = 1024, 1024 * 1024
+_MIB = 1024 * 1024
 PADDING_NOTE = " [padded so GPT-SoVITS's size-based version detection reads it right]"
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
@@ -513,7 +515,7 @@ def plan_export(pre_ck, ft_ck, *, rules=None, layout: str | None = None, dtype: 
                             "LoRA file itself, or a base with --layout pretrained (FORMATS §7)")
     else:  # same
         out_layout = ft_ck.layout
-        header = ft_ck.header if ft_ck.header in (b"PK", b"00", b"01", b"02", b"03", b"04", b"05", b"06") else b"PK"
+        header = ft_ck.header if ft_ck.header in VALID_HEADERS else b"PK"
         if ft_lora:
             lora_form = True
 
@@ -754,7 +756,7 @@ def _entries(choice, kind, pre_ck, ft_ck, scaler_where, scaler_from, config_sour
         for name in (ft_ck.root if isinstance(ft_ck.root, dict) else {}):
             if name == wp:
                 entries.append(Entry(name, "weights", "fine-tuned weights"))
-            elif name == "config" or (name == "hyper_parameters"):
+            elif name in ("config", "hyper_parameters"):
                 entries.append(Entry(name, "same", "fine-tuned (paths as strings)"))
             elif scaler_where and name == scaler_where[0] and scaler_from == "fine-tuned":
                 entries.append(Entry(name, "scaler", "fine-tuned GradScaler state, bit for bit"))
@@ -807,8 +809,7 @@ def _entries(choice, kind, pre_ck, ft_ck, scaler_where, scaler_from, config_sour
         top_ordered = True
         weights_ordered = choice == "gpt-weights"  # savee's weight is a plain dict
     if scaler_where:
-        entries.append(Entry(scaler_where[0] if len(scaler_where) == 1 else scaler_where[0], "scaler",
-                             f"{scaler_from} GradScaler state, bit for bit"))
+        entries.append(Entry(scaler_where[0], "scaler", f"{scaler_from} GradScaler state, bit for bit"))
     return entries, wp, top_ordered, weights_ordered
 
 
@@ -829,49 +830,19 @@ def _path_string(o: Opaque) -> str | None:
     return str(PurePosixPath(*parts))
 
 
-def _materialize(ck, obj: Any, *, plain: bool, memo: dict | None = None, depth: int = 0) -> Any:
+def _materialize(ck, obj: Any, *, plain: bool, memo: dict | None = None) -> Any:
     """Copy a piece of ``ck.root`` for writing: tensors mapped from the file (no copy), pathlib
     objects as strings, other placeholders as plain dicts (`plain`) or unchanged."""
-    if memo is None:
-        memo = {}
-    if depth > 200:
-        raise ExportError(ck.path, "object nests too deeply")
-    if isinstance(obj, TensorRef):
-        i = id(obj)
-        if i not in memo:
-            memo[i] = _exact(ck.tensor_of(obj))
-        return memo[i]
-    if isinstance(obj, Opaque):
-        s = _path_string(obj)
-        if s is not None:
-            return s
-        if plain:
-            return _materialize(ck, obj.as_plain(), plain=plain, memo=memo, depth=depth + 1)
-        return obj
-    i = id(obj)
-    if i in memo:
-        return memo[i]
-    if isinstance(obj, dict):
-        out = OrderedDict() if type(obj) is OrderedDict else {}
-        memo[i] = out
-        for k, v in obj.items():
-            out[k] = _materialize(ck, v, plain=plain, memo=memo, depth=depth + 1)
-        return out
-    if isinstance(obj, list):
-        out_l: list = []
-        memo[i] = out_l
-        out_l.extend(_materialize(ck, v, plain=plain, memo=memo, depth=depth + 1) for v in obj)
-        return out_l
-    if isinstance(obj, tuple):
-        return tuple(_materialize(ck, v, plain=plain, memo=memo, depth=depth + 1) for v in obj)
-    return obj
+    def convert(o: Any) -> Any:
+        if isinstance(o, Opaque):
+            s = _path_string(o)
+            if s is not None:
+                return s
+            if plain:
+                return o.as_plain()
+        return o
 
-
-def _exact(t):
-    """A tensor whose storage is exactly its bytes (torch.save writes whole storages)."""
-    if not t.is_contiguous() or t.storage_offset() != 0 or t.untyped_storage().nbytes() != t.numel() * t.element_size():
-        return t.contiguous().clone()
-    return t
+    return ck.materialize(obj, clone=False, convert=convert, memo=memo)
 
 
 _NUMPY_FLOATS = {"float16": "<f2", "float32": "<f4", "float64": "<f8"}
@@ -891,7 +862,7 @@ def _compute(plan: ExportPlan, ts: TensorSource):
     src_dtype = (src_ck.weights[src_key].dtype if src_key in src_ck.weights else ts.src_dtype)
     changes = ts.scale_b is not None or (ts.alpha is not None and ts.pre_key is not None)
     if ts.origin != "lora" and not changes and src_dtype == ts.dtype:
-        return _exact(src_ck.tensor(src_key))  # unchanged: bytes straight from the mapped input
+        return exact_tensor(src_ck.tensor(src_key))  # unchanged: bytes straight from the mapped input
     mix_dtype = pre.weights[ts.pre_key].dtype if ts.alpha is not None and ts.pre_key else "float32"
     if ts.origin != "lora" and {src_dtype, ts.dtype, mix_dtype} <= set(_NUMPY_FLOATS) \
             and not getattr(src_ck, "trusted", False) and not getattr(pre, "trusted", False):
@@ -915,7 +886,7 @@ def _compute(plan: ExportPlan, ts: TensorSource):
         t = mixed
     if t.dtype != out_dtype:
         t = t.to(out_dtype)
-    return _exact(t)
+    return exact_tensor(t)
 
 
 def _compute_numpy(plan: ExportPlan, ts: TensorSource, src_ck, src_key: str):
@@ -968,7 +939,7 @@ def build_object(plan: ExportPlan, weights: dict, info: str | None) -> Any:
         for name, value in ft.root.items():
             if name == plan.weights_container:
                 root[name] = weights
-            elif name == "config" or name == "hyper_parameters":
+            elif name in ("config", "hyper_parameters"):
                 root[name] = _materialize(ft, value, plain=plan.config_mode == "plain", memo=memo)
             else:
                 root[name] = _materialize(ft, value, plain=False, memo=memo)
@@ -994,17 +965,6 @@ def build_object(plan: ExportPlan, weights: dict, info: str | None) -> Any:
 
 # =============================================================================================
 # running
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(4 * _MIB)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
-
 
 class _ProgressFile:
     """File wrapper: sha256 of the bytes as they go out (torch's zip writer never seeks back),
@@ -1138,7 +1098,7 @@ def _verify(plan: ExportPlan, temp: Path, weights: dict, obj: Any) -> tuple[int,
                 raise ExportError(plan.ft_path, f"verification failed: {key} differs from what was computed")
         if plan.scaler_where:
             meant = _get(obj, *plan.scaler_where)
-            got = ck.get(plan.scaler_where) if _get(ck.root, *plan.scaler_where) is not None else None
+            got = _get(ck.root, *plan.scaler_where)
             if got is None or not _typed_equal(got, meant):
                 raise ExportError(plan.ft_path, "verification failed: GradScaler state differs after writing")
             original = (plan.ft if plan.scaler_from == "fine-tuned" else plan.pre).scaler.state

@@ -50,7 +50,6 @@ import io
 import json
 import math
 import os
-import pickle
 import struct
 import types
 import zlib
@@ -59,13 +58,12 @@ from importlib import resources
 from pathlib import Path, PurePosixPath
 
 from .errors import UsageError
-from .manifest import (
-    D_VERSIONS, G_VERSIONS, GPT_VERSIONS, LORA_VERSIONS, ManifestEntry, load_manifest,
+from .manifest import (  # noqa: F401  (MODELS: part of this module's API)
+    D_VERSIONS, G_VERSIONS, GPT_VERSIONS, LORA_VERSIONS, MODELS, ManifestEntry, load_manifest,
     manifest_stem, model_entries,
 )
 from .meta import Layout
-
-MODELS = ("gpt", "sovits-G", "sovits-D", "sovits-G-lora", "vocoder")
+from .torch_writer import OpaquePickler
 
 # (key, axis) pairs whose size detection relies on: never scaled
 PHONEME_TABLES = {
@@ -423,22 +421,17 @@ class HParams:
 HPARAMS_GLOBAL = ("utils", "HParams")
 
 
-class _UtilsPickler(pickle._Pickler):
-    """Pure-Python pickler that writes our HParams class as the global `utils.HParams`.
+class _UtilsPickler(OpaquePickler):
+    """torch_writer's pure-Python pickler, also writing our HParams class as the global `utils.HParams`.
 
     The C pickler insists on importing the module to verify the name; writing the GLOBAL opcode
-    ourselves avoids putting a fake `utils` into sys.modules even for a moment.
+    ourselves (as torch_writer does for placeholders) avoids putting a fake `utils` into
+    sys.modules even for a moment.
     """
 
     def save_global(self, obj, name=None):
         if obj is HParams:
-            module, qualname = HPARAMS_GLOBAL
-            if self.proto >= 4:
-                self.save(module)
-                self.save(qualname)
-                self.write(pickle.STACK_GLOBAL)
-            else:
-                self.write(pickle.GLOBAL + f"{module}\n{qualname}\n".encode())
+            self._write_global(*HPARAMS_GLOBAL)
             self.memoize(obj)
             return
         super().save_global(obj, name)

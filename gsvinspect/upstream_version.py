@@ -37,7 +37,6 @@ HEAD2VERSION: dict[bytes, tuple[str, str, bool]] = {
     b"05": ("v2", "v2Pro", False),
     b"06": ("v2", "v2ProPlus", False),
 }
-VERSION2HEAD: dict[tuple[str, bool], bytes] = {(v[1], v[2]): k for k, v in HEAD2VERSION.items()}
 
 # process_ckpt size ladder (strict "<" comparisons)
 FAST_V1_BELOW = 82978 * KIB
@@ -53,22 +52,18 @@ V2_BASE_G_MIN = 103520 * KIB  # 106,004,480: a v2 base G must be at least this b
 V1_BASE_G_RANGE = (100 * MIB, 103520 * KIB)  # a v1 base G must be in [lo, hi)
 
 
-def md5_first_8k(path: str | os.PathLike) -> str:
-    with open(path, "rb") as f:
-        return hashlib.md5(f.read(8192)).hexdigest()
-
-
 def fast_version(path: str | os.PathLike) -> tuple[tuple[str, str, bool], str]:
     """Emulate ``process_ckpt.get_sovits_version_from_path_fast``.
 
     Returns ``((symbol_version, model_version, is_lora), step)`` where step is "hash", "header" or
     "size". Raises KeyError for an unknown 2-byte header, exactly like upstream.
     """
-    digest = md5_first_8k(path)
+    with open(path, "rb") as f:  # upstream opens the file twice (hash, then header): same bytes
+        head8k = f.read(8192)
+    digest = hashlib.md5(head8k).hexdigest()
     if digest in HASH_PRETRAINED:
         return HASH_PRETRAINED[digest], "hash"
-    with open(path, "rb") as f:
-        head = f.read(2)
+    head = head8k[:2]
     if head != b"PK":
         return HEAD2VERSION[head], "header"
     size = os.path.getsize(path)
@@ -149,11 +144,9 @@ def classify_sovits_g(path: str | os.PathLike, intended: str, *, base: bool,
     v = UpstreamVerdict(kind="sovits-g" if base else "sovits-weights", intended=intended)
     try:
         v.fast, v.fast_step = fast_version(path)
-    except KeyError:
-        with open(path, "rb") as f:
-            head = f.read(2)
+    except KeyError as exc:  # raised by HEAD2VERSION[head]: the key is the header
         v.ok = False
-        v.notes.append(f"process_ckpt raises KeyError: unknown header {head!r}")
+        v.notes.append(f"process_ckpt raises KeyError: unknown header {exc.args[0]!r}")
         return v
     size = path.stat().st_size
     if base:

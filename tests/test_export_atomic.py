@@ -6,7 +6,6 @@ failures at every stage, SIGTERM, kill -9 mid-export (subprocess), and non-ASCII
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -21,9 +20,8 @@ from gsvinspect import synth
 from gsvinspect.atomic import TEMP_TAG, AtomicOutput, check_output, remove_stale_temps, temp_path_for
 from gsvinspect.checkpoint import open_checkpoint
 from gsvinspect.errors import ExportError
-from gsvinspect.export import export, plan_export, run_export
-
-SCALE = 16
+from gsvinspect.export import export
+from helpers_export import SCALE, sha256_of
 
 
 @pytest.fixture(scope="module")
@@ -32,19 +30,15 @@ def pair(tmp_path_factory):
     return synth.write_pair(root, "sovits-D", "v2", scale=SCALE, optimizer="light")
 
 
-def _sha(p) -> str:
-    return hashlib.sha256(open(p, "rb").read()).hexdigest()
-
-
 def _temps(d) -> list[str]:
     return [n for n in os.listdir(d) if TEMP_TAG in n]
 
 
 @pytest.fixture
 def digests(pair):
-    before = [_sha(p) for p in pair]
+    before = [sha256_of(p) for p in pair]
     yield
-    assert [_sha(p) for p in pair] == before, "an input file changed"
+    assert [sha256_of(p) for p in pair] == before, "an input file changed"
 
 
 def test_refuses_input_paths_in_every_disguise(pair, tmp_path, digests):
@@ -68,7 +62,7 @@ def test_existing_out_needs_force(pair, tmp_path, digests):
         export(pre, ft, out)
     assert out.read_bytes() == b"precious"
     rep = export(pre, ft, out, force=True)
-    assert rep.sha256 == _sha(out) and out.stat().st_size == rep.size
+    assert rep.sha256 == sha256_of(out) and out.stat().st_size == rep.size
     assert torch.load(out, weights_only=True)["weight"]
 
 
@@ -192,7 +186,7 @@ def test_kill_9_mid_export(pair, tmp_path, digests, phase):
     assert _temps(tmp_path) == [temp.name]  # clearly named, pid included
     # the next export to the same OUT removes the orphan and writes a verified file
     rep = export(*pair, out)
-    assert out.exists() and rep.sha256 == _sha(out) and not _temps(tmp_path)
+    assert out.exists() and rep.sha256 == sha256_of(out) and not _temps(tmp_path)
 
 
 def test_sigterm_removes_temp(pair, tmp_path, digests):

@@ -53,8 +53,9 @@ def test_dry_run_table(gpt_pair, capsys):
 def test_export_json_report(gpt_pair, tmp_path, capsys):
     pre, ft = gpt_pair
     out = tmp_path / "新的.ckpt"
-    assert main(["export", str(pre), str(ft), "-o", str(out), "--json"]) == 0
+    assert main(["export", str(pre), str(ft), "-o", str(out), "--json", "--tensors"]) == 0
     data = _json(capsys)
+    assert len(data["tensors"]) == 295 and {t["from"] for t in data["tensors"]} == {"ft"}
     assert data["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert data["size"] == out.stat().st_size
     assert data["verdict"]["ok"] is True and data["verdict"]["intended"] == "v2"

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -24,16 +23,9 @@ from pathlib import Path
 import pytest
 
 import hostile_corpus as hc
+from helpers_export import sha256_of
 
 TRIALS = 24
-
-
-def _sha(p) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -45,15 +37,15 @@ def pair(tmp_path_factory):
     ref = root / "reference.pth"
     proc = _cli(["export", str(pre), str(ft), "-o", str(ref)], root)
     assert proc.returncode == 0, proc.stderr
-    return pre, ft, ref, _sha(ref)
+    return pre, ft, ref, sha256_of(ref)
 
 
 @pytest.fixture
 def inputs_unchanged(pair):
     pre, ft, _ref, _ = pair
-    before = (_sha(pre), _sha(ft))
+    before = (sha256_of(pre), sha256_of(ft))
     yield
-    assert (_sha(pre), _sha(ft)) == before, "an input file changed"
+    assert (sha256_of(pre), sha256_of(ft)) == before, "an input file changed"
 
 
 def _cli(args, cwd, timeout=300):
@@ -73,7 +65,7 @@ def _assert_complete(out: Path, ref_sha: str) -> None:
 
     from gsvinspect.checkpoint import open_checkpoint
 
-    assert _sha(out) == ref_sha
+    assert sha256_of(out) == ref_sha
     with open_checkpoint(out) as ck:
         keys = list(ck.weights)
         assert keys and ck.array(keys[-1]).size

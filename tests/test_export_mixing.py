@@ -19,17 +19,7 @@ from gsvinspect.lora import in_lora_export, lora_view, plain_key
 from gsvinspect.manifest import expected_weights, load_manifest
 from gsvinspect.meta import TensorInfo
 from gsvinspect.rules import parse_rules
-
-SCALE = 16
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny matmuls/casts: thread hand-off costs more than the work on small CI machines
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from helpers_export import SCALE, one_torch_thread, try_export  # noqa: F401  (autouse fixture)
 
 
 @pytest.fixture(scope="module")
@@ -42,21 +32,13 @@ def g_pair(tmp_path_factory):
     return synth.write_pair(tmp_path_factory.mktemp("g"), "sovits-G", "v2", scale=SCALE)
 
 
-def _run(pre_p, ft_p, out, **kw):
-    with open_checkpoint(pre_p) as pre, open_checkpoint(ft_p) as ft:
-        plan = plan_export(pre, ft, **kw)
-        if not plan.ok:
-            return plan, None
-        return plan, run_export(plan, out)
-
-
 def _mix(p, f, a, dtype):
     return ((1.0 - a) * p.to(torch.float32) + a * f.to(torch.float32)).to(dtype)
 
 
 def test_global_alpha_is_fp32_interpolation_then_cast(gpt_pair, tmp_path):
     pre_p, ft_p = gpt_pair
-    plan, rep = _run(pre_p, ft_p, tmp_path / "a.ckpt", alpha=0.7)
+    plan, rep = try_export(pre_p, ft_p, tmp_path / "a.ckpt", alpha=0.7)
     assert plan.alphas_used() == {"0.7": 295}
     assert rep.to_json()["alphas_used"] == {"0.7": 295}
     with open_checkpoint(pre_p) as pre, open_checkpoint(ft_p) as ft, open_checkpoint(tmp_path / "a.ckpt") as out:
@@ -72,8 +54,8 @@ def test_global_alpha_is_fp32_interpolation_then_cast(gpt_pair, tmp_path):
 
 def test_alpha_zero_and_one(gpt_pair, tmp_path):
     pre_p, ft_p = gpt_pair
-    _run(pre_p, ft_p, tmp_path / "zero.ckpt", alpha=0.0)
-    _run(pre_p, ft_p, tmp_path / "one.ckpt", alpha=1.0)
+    try_export(pre_p, ft_p, tmp_path / "zero.ckpt", alpha=0.0)
+    try_export(pre_p, ft_p, tmp_path / "one.ckpt", alpha=1.0)
     with open_checkpoint(pre_p) as pre, open_checkpoint(ft_p) as ft, \
             open_checkpoint(tmp_path / "zero.ckpt") as z, open_checkpoint(tmp_path / "one.ckpt") as o:
         for key in list(pre.weights)[:20]:
@@ -84,7 +66,7 @@ def test_alpha_zero_and_one(gpt_pair, tmp_path):
 def test_per_module_alphas_from_rules(g_pair, tmp_path):
     pre_p, ft_p = g_pair
     rules = parse_rules('[alpha]\ndefault = 0.9\n"enc_p.text_embedding" = 0.3\n"re:^dec\\\\." = 0.5\n')
-    plan, rep = _run(pre_p, ft_p, tmp_path / "m.pth", rules=rules)
+    plan, rep = try_export(pre_p, ft_p, tmp_path / "m.pth", rules=rules)
     used = plan.alphas_used()
     assert set(used) == {"0.3", "0.5", "0.9"} and used["0.3"] == 1
     assert plan.alpha_by_module()["enc_p.text_embedding"] == 0.3
@@ -110,16 +92,16 @@ def ddp_pair(tmp_path_factory):
 
 def test_ddp_prefix_needs_rules_then_exports(ddp_pair, tmp_path):
     pre_p, ft_p = ddp_pair
-    plan, rep = _run(pre_p, ft_p, tmp_path / "x.pth")
+    plan, rep = try_export(pre_p, ft_p, tmp_path / "x.pth")
     assert rep is None and any("no fine-tuned tensor matched" in p for p in plan.problems)
     with open_checkpoint(pre_p) as pre, open_checkpoint(ft_p) as ft:
         with pytest.raises(ExportError):
             run_export(plan_export(pre, ft), tmp_path / "x.pth")
     assert not (tmp_path / "x.pth").exists()
     rules = parse_rules('[[rule]]\nstrip_prefix = "module."\n')
-    plan, rep = _run(pre_p, ft_p, tmp_path / "y.pth", rules=rules)
+    plan, rep = try_export(pre_p, ft_p, tmp_path / "y.pth", rules=rules)
     assert plan.counts()["from_ft"] == 776 and plan.counts()["filled_from_pre"] == 0
-    plan2, rep2 = _run(pre_p, ft_p, tmp_path / "z.pth", suggest=True)
+    plan2, rep2 = try_export(pre_p, ft_p, tmp_path / "z.pth", suggest=True)
     assert rep2 is not None and plan2.counts()["from_ft"] == 776
     assert [t.ft_key for t in plan.tensors] == [t.ft_key for t in plan2.tensors]
     assert all(t.ft_key.startswith("module.") for t in plan2.tensors)
@@ -133,7 +115,7 @@ def export_pair(tmp_path_factory):
 
 def test_missing_keys_filled_from_pretrained(export_pair, tmp_path):
     pre_p, ft_p = export_pair
-    plan, rep = _run(pre_p, ft_p, tmp_path / "f.pth")
+    plan, rep = try_export(pre_p, ft_p, tmp_path / "f.pth")
     filled = dict(plan.filled())
     n_enc_q = sum(1 for k in expected_weights("sovits-G-v2") if k.startswith("enc_q."))
     assert len(filled) == n_enc_q and all(k.startswith("enc_q.") for k in filled)
@@ -143,7 +125,7 @@ def test_missing_keys_filled_from_pretrained(export_pair, tmp_path):
             assert bytes(out.raw_bytes(k)) == bytes(pre.raw_bytes(k))
     assert rep.to_json()["counts"]["filled_from_pre"] == n_enc_q
     # --missing error refuses instead
-    plan_e, rep_e = _run(pre_p, ft_p, tmp_path / "e.pth", missing="error")
+    plan_e, rep_e = try_export(pre_p, ft_p, tmp_path / "e.pth", missing="error")
     assert rep_e is None and len(plan_e.problems) == n_enc_q
 
 
@@ -154,11 +136,11 @@ def test_shape_mismatch_filled_or_refused(tmp_path):
     key = next(iter(sd))
     sd[key] = torch.zeros(3, 3)
     bad = synth.write_checkpoint(tmp_path / "bad" / "D_5.pth", "sovits-d-train", "v2", weights=sd, scale=SCALE)
-    plan, rep = _run(pre_p, bad, tmp_path / "o.pth")
+    plan, rep = try_export(pre_p, bad, tmp_path / "o.pth")
     assert rep is not None
     assert dict(plan.filled())[key].startswith("shape differs")
     assert any(k == key for k, _ in plan.dropped)
-    plan_e, rep_e = _run(pre_p, bad, tmp_path / "o2.pth", missing="error")
+    plan_e, rep_e = try_export(pre_p, bad, tmp_path / "o2.pth", missing="error")
     assert rep_e is None and any("shape differs" in p for p in plan_e.problems)
 
 
@@ -176,7 +158,7 @@ def test_lora_merged_into_plain_base(tmp_path, version):
             sd[k] = torch.randn(sd[k].shape, generator=gen) * 0.01
     ft2 = synth.write_checkpoint(tmp_path / "l2" / "G_9.pth", "sovits-g-lora-train", version, weights=sd,
                                  scale=SCALE)
-    plan, rep = _run(pre_p, ft2, tmp_path / "merged.pth")
+    plan, rep = try_export(pre_p, ft2, tmp_path / "merged.pth")
     assert plan.lora_merged == 88 and plan.lora_rank == 32
     out = torch.load(tmp_path / "merged.pth", weights_only=True)["weight"]
     assert set(out) == set(expected_weights(f"sovits-G-{version}"))
@@ -202,7 +184,7 @@ def test_lora_export_merged_onto_pretrained_base(tmp_path):
     exp = synth.write_checkpoint(tmp_path / "SoVITS_weights_v4" / "x_e2_s10_l32.pth", "sovits-weights-lora", "v4",
                                  weights=lora, scale=SCALE)
     assert exp.read_bytes()[:2] == b"04"
-    plan, rep = _run(pre_p, exp, tmp_path / "base.pth")
+    plan, rep = try_export(pre_p, exp, tmp_path / "base.pth")
     assert rep is not None and plan.lora_merged == 88
     assert {m.base_side for m in (t.lora for t in plan.tensors if t.lora is not None)} == {"pre"}
     filled = dict(plan.filled())
@@ -245,7 +227,7 @@ def test_lora_sovits_weights_with_alpha_scales_b(tmp_path):
         if ".lora_B." in k:
             sd[k] = torch.full(sd[k].shape, 0.25)
     ft2 = synth.write_checkpoint(tmp_path / "l2" / "G_9.pth", "sovits-g-lora-train", "v3", weights=sd, scale=SCALE)
-    plan, rep = _run(pre_p, ft2, tmp_path / "lora.pth", layout="sovits-weights", alpha=0.5)
+    plan, rep = try_export(pre_p, ft2, tmp_path / "lora.pth", layout="sovits-weights", alpha=0.5)
     raw = (tmp_path / "lora.pth").read_bytes()
     out = torch.load(io.BytesIO(b"PK" + raw[2:]), weights_only=False)["weight"]
     kb = next(k for k in out if ".lora_B." in k)

@@ -11,18 +11,8 @@ import torch
 
 from gsvinspect import synth
 from gsvinspect.checkpoint import open_checkpoint
-from gsvinspect.export import plan_export, run_export
 from gsvinspect.meta import Layout
-
-SCALE = 16
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from helpers_export import SCALE, export_ok, one_torch_thread  # noqa: F401  (autouse fixture)
 
 
 @pytest.fixture(scope="module")
@@ -40,19 +30,12 @@ def _bits(v):
     return (type(v).__name__, v)
 
 
-def _export(pre_p, ft_p, out, **kw):
-    with open_checkpoint(pre_p) as pre, open_checkpoint(ft_p) as ft:
-        plan = plan_export(pre, ft, **kw)
-        assert plan.ok, plan.problems
-        return plan, run_export(plan, out)
-
-
 @pytest.mark.parametrize("key", ["MixedPrecision", "MixedPrecisionPlugin", "native_amp_scaling_state"])
 def test_lightning_scaler_state_kept_bit_for_bit(gpt_pre, tmp_path, key):
     ft_p = synth.write_checkpoint(tmp_path / "logs_s1_v2" / "ckpt" / "epoch=3-step=40.ckpt", Layout.GPT_LIGHTNING,
                                   "v2", scale=SCALE, scaler_key=key, optimizer="light")
     original = torch.load(ft_p, weights_only=False)[key]
-    plan, rep = _export(gpt_pre, ft_p, tmp_path / "base.ckpt")
+    plan, rep = export_ok(gpt_pre, ft_p, tmp_path / "base.ckpt")
     assert plan.scaler_where == (key,) and plan.scaler_from == "fine-tuned"
     assert key in rep.to_json()["scaler_note"] and rep.to_json()["scaler"] == {"where": [key], "from": "fine-tuned"}
     out = torch.load(tmp_path / "base.ckpt", weights_only=True)
@@ -71,7 +54,7 @@ def test_other_scaler_entries_kept(tmp_path, key):
     obj[key] = odd
     ft2 = tmp_path / "D_77.pth"
     torch.save(obj, ft2)
-    plan, rep = _export(pre_p, ft2, tmp_path / "d.pth")
+    plan, rep = export_ok(pre_p, ft2, tmp_path / "d.pth")
     assert plan.scaler_where == (key,)
     out = torch.load(tmp_path / "d.pth", weights_only=True)
     assert _bits(out[key]) == _bits(odd)
@@ -80,7 +63,7 @@ def test_other_scaler_entries_kept(tmp_path, key):
 
 def test_sovits_export_reports_no_scaler(tmp_path):
     pre_p, ft_p = synth.write_pair(tmp_path / "p", "sovits-D", "v1", scale=SCALE, optimizer="light")
-    plan, rep = _export(pre_p, ft_p, tmp_path / "d.pth")
+    plan, rep = export_ok(pre_p, ft_p, tmp_path / "d.pth")
     assert plan.scaler_where is None
     text = dict(rep.describe())["scaler state"]
     assert text.startswith("absent") and "nothing is invented" in text and "SoVITS training never saves one" in text
@@ -94,7 +77,7 @@ def test_repair_lightning_paths_become_strings(gpt_pre, tmp_path):
                                   Layout.GPT_LIGHTNING, "v2", scale=SCALE, optimizer="full")
     with pytest.raises(pickle.UnpicklingError):  # upstream's resume failure (FORMATS §3.2)
         torch.load(ft_p, weights_only=True)
-    plan, rep = _export(gpt_pre, ft_p, tmp_path / "repaired.ckpt", layout="repair")
+    plan, rep = export_ok(gpt_pre, ft_p, tmp_path / "repaired.ckpt", layout="repair")
     assert plan.layout == Layout.GPT_LIGHTNING and plan.dtype_changes() == {}
     fixed = torch.load(tmp_path / "repaired.ckpt", weights_only=True)
     orig = torch.load(ft_p, weights_only=False)

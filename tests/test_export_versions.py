@@ -10,7 +10,6 @@ test_export_fullsize.py.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections import OrderedDict
 
@@ -19,22 +18,12 @@ import torch
 
 from gsvinspect import synth
 from gsvinspect.checkpoint import open_checkpoint
-from gsvinspect.export import plan_export, run_export
+from gsvinspect.export import plan_export
 from gsvinspect.manifest import expected_weights
 from gsvinspect.meta import Layout
 from gsvinspect.safe_unpickle import Opaque
 from gsvinspect.upstream_version import fast_version
-
-SCALE = 16
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: thread hand-off costs more than the work on small CI machines
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from helpers_export import SCALE, export_ok, one_torch_thread, sha256_of  # noqa: F401  (autouse fixture)
 
 CASES = (
     [("gpt", v) for v in ("v1", "v2")]
@@ -58,10 +47,6 @@ def pairs(tmp_path_factory):
     return get
 
 
-def _sha(p) -> str:
-    return hashlib.sha256(p.read_bytes()).hexdigest()
-
-
 def _model(kind: str) -> str:
     return {"gpt": "gpt", "gpt-export": "gpt", "sovits-G": "sovits-G", "sovits-D": "sovits-D",
             "sovits-G-lora": "sovits-G"}[kind]
@@ -82,19 +67,12 @@ def _has_opaque(o) -> bool:
     return False
 
 
-def _export(pre_p, ft_p, out, **kw):
-    with open_checkpoint(pre_p) as pre, open_checkpoint(ft_p) as ft:
-        plan = plan_export(pre, ft, **kw)
-        assert plan.ok, plan.problems
-        return plan, run_export(plan, out)
-
-
 @pytest.mark.parametrize("kind, version", CASES)
 def test_base_export_loads_like_upstream(pairs, tmp_path, kind, version):
     pre_p, ft_p = pairs(kind, version)
-    before = (_sha(pre_p), _sha(ft_p))
+    before = (sha256_of(pre_p), sha256_of(ft_p))
     out = tmp_path / "new_base.pth"
-    plan, report = _export(pre_p, ft_p, out)
+    plan, report = export_ok(pre_p, ft_p, out)
 
     # plain torch.load, both ways: plain-dict config means no foreign globals at all
     loaded = torch.load(out, map_location="cpu", weights_only=True)
@@ -131,15 +109,15 @@ def test_base_export_loads_like_upstream(pairs, tmp_path, kind, version):
 
     assert report.verdict.ok and report.verdict.intended == plan.version
     assert report.manifest_check["missing"] == [] and report.manifest_check["unexpected"] == []
-    assert report.sha256 == _sha(out)
-    assert (_sha(pre_p), _sha(ft_p)) == before
+    assert report.sha256 == sha256_of(out)
+    assert (sha256_of(pre_p), sha256_of(ft_p)) == before
 
 
 @pytest.mark.parametrize("version", ["v1", "v2", "v2Pro", "v2ProPlus", "v3"])
 def test_sovits_weights_export(pairs, tmp_path, version):
     pre_p, ft_p = pairs("sovits-G", version)
     out = tmp_path / f"exp_{version}.pth"
-    plan, report = _export(pre_p, ft_p, out, layout="sovits-weights")
+    plan, report = export_ok(pre_p, ft_p, out, layout="sovits-weights")
     want_header = {"v2Pro": b"05", "v2ProPlus": b"06"}.get(version, b"PK")
     raw = out.read_bytes()
     assert raw[:2] == want_header
@@ -167,7 +145,7 @@ def test_full_v4_has_no_sovits_weights_form(pairs):
 def test_lora_sovits_weights_export_keeps_lora_form(pairs, tmp_path, version):
     pre_p, ft_p = pairs("sovits-G-lora", version)
     out = tmp_path / "lora.pth"
-    plan, report = _export(pre_p, ft_p, out, layout="sovits-weights")
+    plan, report = export_ok(pre_p, ft_p, out, layout="sovits-weights")
     raw = out.read_bytes()
     assert raw[:2] == (b"03" if version == "v3" else b"04")
     assert fast_version(out) == (("v2", version, True), "header")
@@ -183,7 +161,7 @@ def test_lora_sovits_weights_export_keeps_lora_form(pairs, tmp_path, version):
 def test_gpt_weights_export(pairs, tmp_path, version):
     pre_p, ft_p = pairs("gpt" if version in ("v1", "v2") else "gpt-export", version)
     out = tmp_path / "gpt.ckpt"
-    plan, report = _export(pre_p, ft_p, out, layout="gpt-weights")
+    plan, report = export_ok(pre_p, ft_p, out, layout="gpt-weights")
     loaded = torch.load(out, map_location="cpu", weights_only=True)
     assert type(loaded) is OrderedDict and list(loaded)[:3] == ["weight", "config", "info"]
     assert {v.dtype for v in loaded["weight"].values()} == {torch.float16}
@@ -193,7 +171,7 @@ def test_gpt_weights_export(pairs, tmp_path, version):
 
 def test_dtype_option_float_and_half(pairs, tmp_path):
     pre_p, ft_p = pairs("sovits-D", "v2")
-    _, rep = _export(pre_p, ft_p, tmp_path / "f.pth", dtype="float")
+    _, rep = export_ok(pre_p, ft_p, tmp_path / "f.pth", dtype="float")
     assert {v.dtype for v in torch.load(tmp_path / "f.pth", weights_only=True)["weight"].values()} == {torch.float32}
     with open_checkpoint(ft_p) as ft, open_checkpoint(tmp_path / "f.pth") as out:
         k = next(iter(ft.weights))

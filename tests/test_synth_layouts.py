@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from gsvinspect import manifest, synth
+from gsvinspect.checkpoint import open_checkpoint
 from gsvinspect.errors import UsageError
 from gsvinspect.meta import Layout
 
@@ -444,7 +445,6 @@ def test_write_demo(tmp_path, utils_stub):
     assert float(delta[en].mean()) > 20 * float(delta[others].mean())
     gft_size = paths["gpt_finetune"].stat().st_size
 
-
     paths["gpt_finetune"].unlink()  # an incomplete set is written again
     assert synth.write_demo(tmp_path)["gpt_finetune"].stat().st_size == gft_size
 
@@ -475,9 +475,8 @@ def _detectable(layout, version):
 
 @pytest.mark.parametrize("layout,version", ALL_CASES, ids=lambda x: getattr(x, "value", x))
 def test_our_loader_detects_what_we_wrote(written, layout, version):
-    checkpoint = pytest.importorskip("gsvinspect.checkpoint")
     path = written[(layout, version)]
-    with checkpoint.open_checkpoint(path) as ck:
+    with open_checkpoint(path) as ck:
         assert ck.layout == layout, ck.evidence
         if layout not in (Layout.SAFETENSORS, Layout.STATE_DICT, Layout.UNKNOWN):
             assert ck.version in _detectable(layout, version), ck.evidence
