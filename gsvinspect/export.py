@@ -32,8 +32,7 @@ from .meta import FLOAT_DTYPES, VERSIONS, Layout, TensorInfo
 from .safe_unpickle import Opaque, TensorRef
 from .torch_writer import VALID_HEADERS
 
-from .export_options import (CONFIG_CHOICES, DTYPE_CHOICES, LAYOUT_ALIASES, LAYOUT_CHOICES,  # noqa: F401
-                             MISSING_CHOICES)
+from .export_options import CONFIG_CHOICES, DTYPE_CHOICES, LAYOUT_ALIASES, LAYOUT_CHOICES, MISSING_CHOICES
 
 _DTYPE_NAMES = {"half": "float16", "float": "float32"}
 _BASE_LAYOUT = {"gpt": Layout.GPT_PRETRAINED, "sovits-g": Layout.SOVITS_G_PRETRAINED,

@@ -108,7 +108,7 @@ def diagnose(pre_ck: Any, ft_ck: Any, alignment: Alignment, *,
     pre_keys = _keys_of(pre_ck) or [r.pre_key for r in rows if r.pre_key is not None]
     ft_keys = _keys_of(ft_ck) or [r.ft_key for r in rows if r.ft_key is not None]
     pre_kind, ft_kind = _kind(pre_keys), _kind(ft_keys)
-    ft_layout, pre_layout = _layout(ft_ck), _layout(pre_ck)
+    ft_layout = _layout(ft_ck)
     is_gpt = "gpt" in (pre_kind, ft_kind)
     by_status: dict[Status, list[Row]] = {s: [] for s in Status}
     for r in rows:

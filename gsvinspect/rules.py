@@ -360,7 +360,7 @@ def _build_rule(raw: dict, header: int | None, lines: _Lines) -> Rule:
             hint = ""
             close = [f for f in _RULE_FIELDS if f.replace("_", "") == key.replace("_", "").replace("-", "")]
             if key in ("pattern", "kind", "replacement"):
-                hint = f"; write the kind as the key, e.g. rename = '<regex>' and to = '<replacement>'"
+                hint = "; write the kind as the key, e.g. rename = '<regex>' and to = '<replacement>'"
             elif close:
                 hint = f"; did you mean {close[0]!r}?"
             raise RulesError(f"unknown field {key!r} in [[rule]] (allowed: {', '.join(sorted(_RULE_FIELDS))}){hint}",

@@ -54,7 +54,6 @@ import struct
 import types
 import zlib
 from collections import OrderedDict
-from importlib import resources
 from pathlib import Path, PurePosixPath
 
 from .errors import UsageError
@@ -998,9 +997,10 @@ def write_pair(dir, kind: str, version: str, *, scale: int = 8, seed: int = 0,
 
 def symbol_rows(version: str, languages) -> list[int]:
     """Phoneme-embedding rows whose symbol belongs to one of `languages` (symbols.json tags)."""
-    data = json.loads(resources.files("gsvinspect.data").joinpath("symbols.json").read_text(encoding="utf-8"))
+    from .symbols import symbols
+
     langs = {languages} if isinstance(languages, str) else set(languages)
-    return [s["index"] for s in data["v1" if version == "v1" else "v2"] if s["language"] in langs]
+    return [s.index for s in symbols("v1" if version == "v1" else "v2") if s.language in langs]
 
 
 DEMO_SCALE = 4

@@ -192,8 +192,8 @@ def test_lora_export_merged_onto_pretrained_base(tmp_path):
     pre = torch.load(pre_p, weights_only=True)["weight"]
     out = torch.load(tmp_path / "base.pth", weights_only=True)["weight"]
     k = "cfm.estimator.transformer_blocks.0.attn.to_v"
-    a = lora[f"cfm.base_model.model.estimator.transformer_blocks.0.attn.to_v.lora_A.default.weight"].half()
-    b = lora[f"cfm.base_model.model.estimator.transformer_blocks.0.attn.to_v.lora_B.default.weight"].half()
+    a = lora["cfm.base_model.model.estimator.transformer_blocks.0.attn.to_v.lora_A.default.weight"].half()
+    b = lora["cfm.base_model.model.estimator.transformer_blocks.0.attn.to_v.lora_B.default.weight"].half()
     want = torch.addmm(pre[k + ".weight"].float(), b.float(), a.float()).half()
     assert torch.equal(out[k + ".weight"], want)
     assert set(out) == set(expected_weights("sovits-G-v4"))

@@ -94,10 +94,7 @@ def run(args) -> int:
                 _list(con, "filled from pretrained", plan.filled())
                 _list(con, "dropped", plan.dropped)
             return 0 if plan.ok else 1
-        progress = None
-        if not args.json and sys.stderr.isatty():
-            def progress(phase: str, done: int, total: int) -> None:
-                print(f"\r{phase:8s} {done}/{total}   ", end="", file=sys.stderr, flush=True)
+        progress = _print_progress if not args.json and sys.stderr.isatty() else None
         report = run_export(plan, args.output, force=args.force, progress=progress)
         if progress is not None:
             print(file=sys.stderr)
@@ -111,3 +108,7 @@ def run(args) -> int:
             _list(con, "filled from pretrained", plan.filled())
             _list(con, "dropped", plan.dropped)
     return 0
+
+
+def _print_progress(phase: str, done: int, total: int) -> None:
+    print(f"\r{phase:8s} {done}/{total}   ", end="", file=sys.stderr, flush=True)
