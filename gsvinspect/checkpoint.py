@@ -73,6 +73,7 @@ class Checkpoint:
     scaler: ScalerState | None = None
     scaler_note: str = ""
     trusted: bool = False
+    file_id: tuple[int, int, int, int] | None = None   # (dev, inode, size, mtime_ns) of the file mapped
     _refs: dict[str, TensorRef] = field(default_factory=dict, repr=False)
     _data_offsets: dict[str, int] = field(default_factory=dict, repr=False)  # safetensors: name -> file offset
     _mm: Any = field(default=None, repr=False)
@@ -127,6 +128,24 @@ class Checkpoint:
         else:
             off = self._data_offsets[storage.key]
         return np.frombuffer(self._mm, dtype=np.dtype(_NUMPY_DTYPES[storage.dtype]), count=storage.numel, offset=off)
+
+    def span(self, key: str) -> tuple[int, int] | None:
+        """``(file offset, nbytes)`` of a contiguous tensor's bytes, for readers that ``pread``.
+
+        Why: faulting a mapping in costs ~0.085 s/GB on the VMs measured, twice what a ``pread``
+        into a reused buffer costs; the stats engine reads big tensors that way. None for
+        tensors held in memory (trusted loads), strided or empty ones.
+        """
+        ref = self.ref(key)
+        if self.trusted or isinstance(ref, _LoadedTensorRef) or ref.numel == 0 or not ref.is_contiguous():
+            return None
+        st = ref.storage
+        if self._zip is not None:
+            base = self._zip.data_offset(self._data_prefix + st.key)
+        else:
+            base = self._data_offsets[st.key]
+        size = DTYPE_SIZES[st.dtype]
+        return base + ref.storage_offset * size, ref.numel * size
 
     def array_of(self, ref: TensorRef):
         """Numpy view (read-only, mapped) of a TensorRef; bfloat16 comes back as uint16 bits."""
@@ -289,11 +308,12 @@ def open_checkpoint(path: str | Path, *, trust: bool = False, weights_entry: str
     `weights_entry` picks the container entry that holds the state dict when it is ambiguous.
     """
     path = Path(path)
-    mm, size = map_file(path)
+    mm, size, file_id = map_file(path)
     if mm is None:
         raise CheckpointError(path, "empty file (0 bytes)")
     try:
         ck = _open_mapped(path, mm, size, trust=trust, weights_entry=weights_entry)
+        ck.file_id = file_id
     except BaseException:
         try:
             mm.close()

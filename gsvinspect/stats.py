@@ -37,8 +37,12 @@ Definitions and edge cases (documented behaviour, relied on by the tests):
 * **Unsupported dtypes** (complex, float8) are skipped with a note. Integer and bool tensors are
   compared as float64 values.
 
-Devices (``device=``): ``"cpu"`` is numpy over the mapped arrays from ``ck.array(key)`` and never
-imports torch. ``"cuda"`` is torch on the GPU (raises UsageError when CUDA is not available):
+Devices (``device=``): ``"cpu"`` is numpy and never imports torch. Big tensors are read block by
+block with ``pread`` from a second fd of the same file into reused buffers (half the cost of
+faulting the mapping in; the mapping is the fallback), converted to fp32 (fp16 by a 4-pass bit
+conversion, numpy's own cast being scalar) and reduced, all sides of a block in each call. Inputs
+over 64 MB are shared between the calling thread and forked worker processes, one per core up to
+8 (threads do not scale here: see :mod:`gsvinspect.forked_pool`). ``"cuda"`` is torch on the GPU (raises UsageError when CUDA is not available):
 tensors are packed per dtype pair into chunks of ``chunk_elems`` elements (each segment padded to
 1024 elements), copied from the mapped files into pinned host buffers by a reader thread that
 starts before torch is imported (so CUDA start-up overlaps the reading), moved with async copies
@@ -63,27 +67,29 @@ import queue
 import sys
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from .errors import UsageError
+from .errors import CheckpointError, UsageError
+from .forked_pool import run_jobs
 
 OVERFLOW16 = 65520.0   # |x| >= this becomes Inf in a round-to-nearest cast to float16
 FP16_MAX = 65504.0     # largest finite float16
 
 DEFAULT_CHUNK_ELEMS = 1 << 22        # elements per job (CPU) / per packed chunk (torch)
-_BLOCK = 1 << 18                     # cache block of the CPU kernel
+_BLOCK = 1 << 17                     # cache block of the CPU kernel
 _SMALL = 1 << 16                     # tensors below this many elements are packed together (CPU)
 _PACK = 1 << 18                      # elements per packed job of small tensors (CPU)
+_ROW = 4096                          # fp32 sums of squares per 4096 elements, added in fp64
 _SEG = 1024                          # torch path: segment alignment, one partial per 1024 elements
 _TINY = 1e-30                        # fp32 sums below this may have underflowed: redo in fp64
 _PROGRESS_INTERVAL = 0.05            # seconds between progress calls (<= 20 per second)
+_FORK_MIN_BYTES = 64 << 20           # below this, worker processes cost more than they save
 
-# auto-device model (see choose_device): measured on a 2-core EPYC / H100 box, rounded down
-_CPU_BYTES_PER_S_PER_CORE = 1.0e9
+# auto-device model (see choose_device): CPU measured on a 2-core EPYC VM, rounded down; GPU estimated
+_CPU_BYTES_PER_S_PER_CORE = 3.0e9
 _GPU_BYTES_PER_S = 6.0e9             # pinned-buffer fill + PCIe, not the GPU, is the limit
 _TORCH_IMPORT_S = 1.2
 _CUDA_INIT_S = 1.3
@@ -332,7 +338,7 @@ def cosine_from_sums(p: float, f: float, d: float) -> float:
 
 
 # --------------------------------------------------------------------------------------------
-# the CPU path: numpy over mapped arrays, no torch
+# the CPU path: numpy over pread blocks (or the mapping), no torch
 # --------------------------------------------------------------------------------------------
 
 def _flat(ck, key: str) -> np.ndarray:
@@ -341,40 +347,57 @@ def _flat(ck, key: str) -> np.ndarray:
 
 
 _F16_SCALE = np.float32(2.0 ** 112)   # 2**(127 - 15): re-biases a half exponent moved into a float
+_SIGN_AND_LOW28 = np.int32(-0x70000001)   # 0x8FFFFFFF: clears bits 28-30 that sign extension set
+_F16_SPECIAL_SUMSQ = 65536.0 * 65536.0   # a block holding a half inf/NaN has a sum of squares >= this
 
 
-def f16_bits_to_f32(h: np.ndarray, out: np.ndarray, tmp: np.ndarray) -> np.ndarray:
-    """float16 bits -> float32, bit-exact, in `out` (float32) using `tmp` (uint32) as scratch.
+def _f16_to_f32_finite(h: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """float16 bits (any 16-bit view) -> float32 in `out`: exact for every finite half, 4 passes.
 
-    Why not numpy's cast or a table: on these machines both cost 1.1-1.6 ns per element (no F16C
-    in numpy's cast loop; a gather per element), while these whole-array integer ufuncs run in
-    SIMD at ~0.4 ns. The half's exponent and mantissa are shifted into float position and the
-    exponent re-biased by one exact multiply by 2**112, which also turns half subnormals into
-    the right normal floats; exponent 31 (inf/NaN) is patched afterwards, the sign OR-ed last.
+    Why not numpy's cast: it has no SIMD loop for halves here (1.2 ns per element); these four
+    whole-array integer/float ufuncs run at ~0.18 ns. The half is sign-extended into an int32,
+    shifted so its exponent and mantissa sit in float position (the sign lands on bit 31, the
+    extension's ones on bits 28-30, which are cleared), and one exact multiply by 2**112 re-biases
+    the exponent, which also turns half subnormals into the right normal floats. Half inf/NaN
+    (exponent 31) come out as finite values with ``|x| >= 65536``: callers that may see them use
+    :func:`f16_bits_to_f32` or check the block's sum of squares against ``_F16_SPECIAL_SUMSQ``.
     """
-    bits = out.view(np.uint32)
-    np.copyto(bits, h, casting="unsafe")
-    np.bitwise_and(bits, 0x8000, out=tmp)
-    np.bitwise_and(bits, 0x7FFF, out=bits)
+    bits = out.view(np.int32)
+    np.copyto(bits, h.view(np.int16), casting="unsafe")   # sign-extends
     np.left_shift(bits, 13, out=bits)
+    np.bitwise_and(bits, _SIGN_AND_LOW28, out=bits)
     np.multiply(out, _F16_SCALE, out=out)
-    if out.size and out.max() >= 65536.0:  # only exponent 31 lands here: inf and NaN
-        special = (h & 0x7C00) == 0x7C00
-        bits[special] = ((h[special].astype(np.uint32) & 0x3FF) << 13) | 0x7F800000
-    np.left_shift(tmp, 16, out=tmp)
-    np.bitwise_or(bits, tmp, out=bits)
     return out
 
 
-def _to_f32(src: np.ndarray, kind: str, buf: np.ndarray, ubuf: np.ndarray) -> np.ndarray:
-    n = src.shape[0]
+def f16_bits_to_f32(h: np.ndarray, out: np.ndarray, tmp: np.ndarray | None = None) -> np.ndarray:
+    """float16 bits -> float32 in `out`, bit-exact for all 65,536 patterns (inf and NaN payloads too).
+
+    `tmp` is accepted for callers of the earlier signature and unused.
+    """
+    _f16_to_f32_finite(h, out)
+    if out.size and (out.max() >= 65536.0 or out.min() <= -65536.0):   # only exponent 31 lands here
+        u = h.view(np.uint16)
+        special = (u & 0x7C00) == 0x7C00
+        sp = u[special].astype(np.uint32)
+        out.view(np.uint32)[special] = ((sp & 0x8000) << 16) | ((sp & 0x3FF) << 13) | 0x7F800000
+    return out
+
+
+def _to_f32_into(src: np.ndarray, kind: str, out: np.ndarray) -> np.ndarray:
+    """`src` of `kind` as fp32 in `out` (same shape); an fp32 source already there is left alone.
+
+    f16 specials (inf/NaN) are left as huge finite values: see :func:`_f16_to_f32_finite`.
+    """
     if kind == "f32":
-        return src
+        if not np.may_share_memory(src, out):
+            np.copyto(out, src)
+        return out
     if kind == "f16":
-        return f16_bits_to_f32(src.view(np.uint16), buf[:n], ubuf[:n])
+        return _f16_to_f32_finite(src, out)
     # bf16: the bits are the top half of a float32
-    np.left_shift(src, 16, out=ubuf[:n], dtype=np.uint32)
-    return ubuf[:n].view(np.float32)
+    np.left_shift(src, 16, out=out.view(np.uint32), dtype=np.uint32)
+    return out
 
 
 def _to_f64(src: np.ndarray, kind: str) -> np.ndarray:
@@ -416,36 +439,127 @@ def _exact(a: np.ndarray | None, b: np.ndarray | None, starts: np.ndarray,
     return out
 
 
-class _Scratch(threading.local):
+class _Scratch:
+    """Per-process buffers of the CPU kernel, laid out so one call handles both sides at once.
+
+    ``f`` holds a block's pre, ft and difference rows in fp32: fp32 sources are read straight
+    into its first two rows, 16-bit ones into the rows of ``h`` and converted from there.
+    """
+
     def __init__(self):
-        self.a = np.empty(_BLOCK, np.float32)
-        self.b = np.empty(_BLOCK, np.float32)
-        self.d = np.empty(_BLOCK, np.float32)
-        self.ua = np.empty(_BLOCK, np.uint32)
-        self.ub = np.empty(_BLOCK, np.uint32)
+        self.f = np.empty((3, _BLOCK), np.float32)
+        self.h = np.empty((2, _BLOCK), np.uint16)
         self.m = np.empty(_BLOCK, np.bool_)
+        self.r = np.empty(3 * (_BLOCK // _ROW), np.float32)
+
+    def target(self, row: int, kind: str) -> np.ndarray:
+        """The bytes a block of `kind` for side `row` (0 pre, 1 ft) is read into."""
+        return (self.f[row] if kind == "f32" else self.h[row]).view(np.uint8)
+
+
+@dataclass(slots=True, frozen=True)
+class _Src:
+    """One side of a CPU job: the mapped flat array, and where to ``pread`` it from if possible.
+
+    Reading a block with ``pread`` into a reused buffer costs about half of faulting the same
+    pages of the mapping in, and leaves the block in cache for the kernel.
+    """
+
+    arr: np.ndarray                  # flat view of the mapping (dtype, length; the fallback)
+    fd: int | None = None            # an fd of the same file, when it can be read that way
+    offset: int = 0                  # file offset of element 0
+    path: str = ""
+
+    def block(self, i: int, j: int, raw: np.ndarray) -> np.ndarray:
+        """Elements [i, j) as an array of the source's dtype (a view of `raw` when read)."""
+        if self.fd is None:
+            return self.arr[i:j]
+        size = self.arr.itemsize
+        view = raw[:(j - i) * size]
+        got, want, off = 0, view.shape[0], self.offset + i * size
+        while got < want:
+            n = os.preadv(self.fd, [view[got:]], off + got)
+            if n == 0:
+                raise CheckpointError(self.path, "file shrank while being read (changed by another program?)")
+            got += n
+        return view.view(self.arr.dtype)
+
+
+class _Files:
+    """Read-only fds of the checkpoints' files for ``pread``, proven to be the files mapped.
+
+    A path that now names another file (replaced since it was opened) is read through its
+    mapping, which still holds the file that was opened. The same file changed in place reads
+    the same either way, but ``pread`` turns a truncated file into a clean error where the
+    mapping would die of SIGBUS.
+    """
+
+    def __init__(self, *cks):
+        self.fds: dict[int, int | None] = {}
+        for ck in cks:
+            if id(ck) not in self.fds:
+                self.fds[id(ck)] = self._open(ck)
+
+    @staticmethod
+    def _open(ck) -> int | None:
+        ident = getattr(ck, "file_id", None)
+        if ident is None or not hasattr(os, "preadv"):
+            return None
+        try:
+            fd = os.open(ck.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
+        except OSError:
+            return None
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != tuple(ident[:2]):
+            os.close(fd)
+            return None
+        if st.st_size < ident[2]:     # touching the mapping past the new end would be a SIGBUS
+            os.close(fd)
+            raise CheckpointError(ck.path, "file shrank since it was opened (changed by another program?)")
+        return fd
+
+    def src(self, ck, key: str, arr: np.ndarray, kind: str) -> _Src:
+        fd = self.fds.get(id(ck))
+        span = ck.span(key) if fd is not None and kind in _FAST_KINDS else None
+        if span is None or span[1] != arr.nbytes:
+            return _Src(arr)
+        return _Src(arr, fd, span[0], str(ck.path))
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            if fd is not None:
+                os.close(fd)
+        self.fds.clear()
 
 
 _ZERO_START = np.zeros(1, dtype=np.intp)
 
 
-_ROW = 4096   # fp32 partial sums per 4096 elements, added in fp64: ~1e-7 relative at any length
 _vecdot = getattr(np, "vecdot", None)
 
 
-def _sumsq32(x: np.ndarray) -> float:
-    """Sum of squares of an fp32 vector, accurate to ~1e-7 (a plain sdot drifts past 1e-6)."""
-    n = x.shape[0]
+def _sumsq_rows(x: np.ndarray, rbuf: np.ndarray) -> np.ndarray:
+    """fp64 sums of squares of each row of a 2-D fp32 array, accurate to ~1e-7 relative.
+
+    fp32 dot products over runs of 4096 elements, added up in fp64 (a single fp32 dot product
+    over a long vector drifts past 1e-6); one call for all rows.
+    """
+    k, n = x.shape
     m = n - n % _ROW
-    s = 0.0
+    out = np.zeros(k, dtype=np.float64)
     if m:
-        xr = x[:m].reshape(-1, _ROW)
-        rows = _vecdot(xr, xr) if _vecdot is not None else np.einsum("ij,ij->i", xr, xr)
-        s = float(rows.sum(dtype=np.float64))
+        xr = x[:, :m].reshape(k, -1, _ROW)
+        rows = _rowdot(xr, rbuf[:k * (m // _ROW)].reshape(k, -1))
+        out += rows.sum(axis=1, dtype=np.float64)
     if m < n:
-        t = x[m:]
-        s += float(np.dot(t, t))
-    return s
+        out += _rowdot(x[:, m:], None)
+    return out
+
+
+def _rowdot(x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    if _vecdot is not None:
+        return _vecdot(x, x, out=out)
+    return np.einsum("...j,...j->...", x, x, out=out)
 
 
 def _ovf_count(x: np.ndarray, sumsq: float) -> int:
@@ -460,63 +574,74 @@ def _side_tiny(x: np.ndarray, s: float) -> bool:
     return s < _TINY and (float(x.max()) != 0.0 or float(x.min()) != 0.0)
 
 
-def _cpu_pair(a_src, b_src, ka, kb, lo, hi, cancel, sc: _Scratch) -> np.ndarray:
+def _cpu_pair(sa: _Src, sb: _Src, ka, kb, lo, hi, cancel, sc: _Scratch) -> np.ndarray:
     part = _empty_part()
     fast = ka in _FAST_KINDS and kb in _FAST_KINDS
-    a16, b16 = ka == "f16", kb == "f16"
-    for i in range(lo, hi, _BLOCK):
-        if cancel is not None and cancel.is_set():
-            return part
-        j = min(i + _BLOCK, hi)
-        n = j - i
-        if fast:
-            a = _to_f32(a_src[i:j], ka, sc.a, sc.ua)
-            b = _to_f32(b_src[i:j], kb, sc.b, sc.ub)
-            d = sc.d[:n]
-            with np.errstate(all="ignore"):   # inf - inf: the exact path below takes that block
-                np.subtract(b, a, out=d)
-                P = _sumsq32(a)
-                F = _sumsq32(b)
-                D = _sumsq32(d)
-            if math.isfinite(P + F + D) and not (_side_tiny(a, P) or _side_tiny(b, F)):
-                dmax, dmin = float(d.max()), float(d.min())
-                if not (D < _TINY and (dmax != 0.0 or dmin != 0.0)):
-                    part[_P] += P
-                    part[_F] += F
-                    part[_D] += D
-                    part[_MAXD] = max(part[_MAXD], dmax, -dmin)
-                    part[_CHG] += np.count_nonzero(np.not_equal(d, 0, out=sc.m[:n]))
-                    if not a16:
-                        part[_OVFP] += _ovf_count(a, P)
-                    if not b16:
-                        part[_OVFF] += _ovf_count(b, F)
-                    continue
-        r = _exact(_to_f64(a_src[i:j], ka), _to_f64(b_src[i:j], kb), _ZERO_START, a16, b16)[0]
-        _merge(part, r)
+    with np.errstate(all="ignore"):   # inf - inf, overflowing squares: the exact path redoes those blocks
+        for i in range(lo, hi, _BLOCK):
+            if cancel is not None and cancel.is_set():
+                return part
+            j = min(i + _BLOCK, hi)
+            a_raw, b_raw = sa.block(i, j, sc.target(0, ka)), sb.block(i, j, sc.target(1, kb))
+            if fast and _pair_block(part, a_raw, b_raw, ka, kb, j - i, sc):
+                continue
+            _merge(part, _exact(_to_f64(a_raw, ka), _to_f64(b_raw, kb), _ZERO_START, ka == "f16", kb == "f16")[0])
     return part
 
 
-def _cpu_side(x_src, kind, side, lo, hi, cancel, sc: _Scratch) -> np.ndarray:
+def _pair_block(part, a_raw, b_raw, ka, kb, n, sc: _Scratch) -> bool:
+    """Add one block's fp32 statistics to `part`; False (nothing added) when it needs fp64."""
+    f = sc.f[:, :n]
+    if ka == kb and ka != "f32" and np.may_share_memory(a_raw, sc.h) and np.may_share_memory(b_raw, sc.h):
+        _to_f32_into(sc.h[:, :n], ka, f[0:2])      # both sides in one set of calls
+    else:
+        _to_f32_into(a_raw, ka, f[0])
+        _to_f32_into(b_raw, kb, f[1])
+    a, b, d = f[0], f[1], f[2]
+    np.subtract(b, a, out=d)
+    P, F, D = (float(s) for s in _sumsq_rows(f, sc.r))
+    a16, b16 = ka == "f16", kb == "f16"
+    if not math.isfinite(P + F + D) or (a16 and P >= _F16_SPECIAL_SUMSQ) or (b16 and F >= _F16_SPECIAL_SUMSQ):
+        return False
+    if _side_tiny(a, P) or _side_tiny(b, F):
+        return False
+    dmax, dmin = float(d.max()), float(d.min())
+    if D < _TINY and (dmax != 0.0 or dmin != 0.0):
+        return False
+    part[_P] += P
+    part[_F] += F
+    part[_D] += D
+    part[_MAXD] = max(part[_MAXD], dmax, -dmin)
+    part[_CHG] += np.count_nonzero(np.not_equal(d, 0, out=sc.m[:n]))
+    if not a16:
+        part[_OVFP] += _ovf_count(a, P)
+    if not b16:
+        part[_OVFF] += _ovf_count(b, F)
+    return True
+
+
+def _cpu_side(sx: _Src, kind, side, lo, hi, cancel, sc: _Scratch) -> np.ndarray:
     part = _empty_part()
     is16 = kind == "f16"
     s_sq, s_ovf = (_P, _OVFP) if side == "pre" else (_F, _OVFF)
-    for i in range(lo, hi, _BLOCK):
-        if cancel is not None and cancel.is_set():
-            return part
-        j = min(i + _BLOCK, hi)
-        if kind in _FAST_KINDS:
-            x = _to_f32(x_src[i:j], kind, sc.a, sc.ua)
-            with np.errstate(all="ignore"):
-                s = _sumsq32(x)
-            if math.isfinite(s) and not _side_tiny(x, s):
-                part[s_sq] += s
-                if not is16:
-                    part[s_ovf] += _ovf_count(x, s)
-                continue
-        x64 = _to_f64(x_src[i:j], kind)
-        r = _exact(x64, None, _ZERO_START, is16, False)[0] if side == "pre" else \
-            _exact(None, x64, _ZERO_START, False, is16)[0]
-        _merge(part, r)
+    with np.errstate(all="ignore"):
+        for i in range(lo, hi, _BLOCK):
+            if cancel is not None and cancel.is_set():
+                return part
+            j = min(i + _BLOCK, hi)
+            raw = sx.block(i, j, sc.target(0, kind))
+            if kind in _FAST_KINDS:
+                x = _to_f32_into(raw, kind, sc.f[0, :j - i])
+                s = float(_sumsq_rows(sc.f[0:1, :j - i], sc.r)[0])
+                if math.isfinite(s) and not _side_tiny(x, s) and not (is16 and s >= _F16_SPECIAL_SUMSQ):
+                    part[s_sq] += s
+                    if not is16:
+                        part[s_ovf] += _ovf_count(x, s)
+                    continue
+            x64 = _to_f64(raw, kind)
+            r = _exact(x64, None, _ZERO_START, is16, False)[0] if side == "pre" else \
+                _exact(None, x64, _ZERO_START, False, is16)[0]
+            _merge(part, r)
     return part
 
 
@@ -577,10 +702,13 @@ class _Progress:
             self.cb(self.done, self.total)
 
 
-def _run_cpu(pre_ck, ft_ck, targets: list[_Target], chunk_elems: int, prog: _Progress,
-             cancel, emit) -> None:
-    """Cut the work into jobs, run them on a thread pool (numpy releases the GIL), merge here."""
-    jobs: list[tuple] = []    # ("pair" | "side" | "packed", args, [(target_idx, bytes)])
+def _cpu_jobs(pre_ck, ft_ck, targets: list[_Target], chunk_elems: int, files: _Files) -> list[tuple]:
+    """Cut the work into jobs: ``(kind, args, [(target_idx, bytes)])``, kind "pair" | "side" | "packed".
+
+    Tensors of at least ``_SMALL`` elements become jobs of up to `chunk_elems` elements read
+    block by block; smaller ones are packed together into fp64 jobs of about ``_PACK`` elements.
+    """
+    jobs: list[tuple] = []
     small: list[tuple] = []
     small_n = 0
     small_bytes: list[tuple[int, int]] = []
@@ -603,60 +731,51 @@ def _run_cpu(pre_ck, ft_ck, targets: list[_Target], chunk_elems: int, prog: _Pro
                 if small_n >= _PACK:
                     flush_small()
                 continue
+            sa = files.src(pre_ck, t.pre_key, a, ka) if a is not None else None
+            sb = files.src(ft_ck, t.ft_key, b, kb) if b is not None else None
             for lo in range(0, n, step):
                 hi = min(n, lo + step)
                 t.pending += 1
                 share = nbytes * hi // n - nbytes * lo // n
                 if side == "pair":
-                    jobs.append(("pair", (a, b, ka, kb, lo, hi), [(t.idx, share)]))
+                    jobs.append(("pair", (sa, sb, ka, kb, lo, hi), [(t.idx, share)]))
                 else:
-                    x, k = (a, ka) if side == "pre" else (b, kb)
-                    jobs.append(("side", (x, k, side, lo, hi), [(t.idx, share)]))
+                    sx, k = (sa, ka) if side == "pre" else (sb, kb)
+                    jobs.append(("side", (sx, k, side, lo, hi), [(t.idx, share)]))
     flush_small()
+    return jobs
 
-    # targets with nothing to read (all sides empty) are done now
-    for t in targets:
-        if t.mode != "skip" and t.pending == 0:
-            emit(t)
 
-    scratch = _Scratch()
+def _run_cpu(pre_ck, ft_ck, targets: list[_Target], chunk_elems: int, prog: _Progress,
+             cancel, emit) -> None:
+    """Run the jobs on this thread and, for big inputs, on forked workers; merge results here."""
+    files = _Files(pre_ck, ft_ck)
+    try:
+        jobs = _cpu_jobs(pre_ck, ft_ck, targets, chunk_elems, files)
+        # targets with nothing to read (all sides empty) are done now
+        for t in targets:
+            if t.mode != "skip" and t.pending == 0:
+                emit(t)
+        owner = {"pid": os.getpid(), "scratch": _Scratch()}
 
-    def run(job):
-        kind, args, _ = job
-        if kind == "pair":
-            return [(job[2][0][0], _cpu_pair(*args, cancel, scratch))]
-        if kind == "side":
-            return [(job[2][0][0], _cpu_side(*args, cancel, scratch))]
-        return _cpu_packed(args)
+        def work(i: int) -> list[tuple[int, np.ndarray]]:
+            if owner["pid"] != os.getpid():          # a forked worker: its own buffers
+                owner.update(pid=os.getpid(), scratch=_Scratch())
+            kind, args, shares = jobs[i]
+            if kind == "pair":
+                return [(shares[0][0], _cpu_pair(*args, cancel, owner["scratch"]))]
+            if kind == "side":
+                return [(shares[0][0], _cpu_side(*args, cancel, owner["scratch"]))]
+            return _cpu_packed(args)
 
-    workers = _cpu_workers()
-    if workers == 1 or len(jobs) <= 1:
-        for job in jobs:
-            if cancel is not None and cancel.is_set():
-                return
-            _absorb(job, run(job), targets, prog, emit)
-        return
-    with ThreadPoolExecutor(workers, thread_name_prefix="gsv-stats") as ex:
-        it = iter(jobs)
-        inflight = {}
-        for job in it:
-            inflight[ex.submit(run, job)] = job
-            if len(inflight) >= 2 * workers:
-                break
-        while inflight:
-            done, _ = wait(inflight, return_when=FIRST_COMPLETED)
-            for fut in done:
-                job = inflight.pop(fut)
-                res = fut.result()
-                if cancel is not None and cancel.is_set():
-                    continue
-                _absorb(job, res, targets, prog, emit)
-            if cancel is not None and cancel.is_set():
-                continue   # let the in-flight jobs drain (they stop within one block)
-            for job in it:
-                inflight[ex.submit(run, job)] = job
-                if len(inflight) >= 2 * workers:
-                    break
+        def done(i: int, rows) -> None:
+            _absorb(jobs[i], rows, targets, prog, emit)
+
+        nbytes = sum(b for job in jobs for _, b in job[2])
+        procs = _cpu_workers() if nbytes >= _FORK_MIN_BYTES else 1
+        run_jobs(len(jobs), work, done, processes=procs, width=_NSLOTS, cancel=cancel)
+    finally:
+        files.close()
 
 
 def _absorb(job, results, targets, prog: _Progress, emit) -> None:
@@ -681,13 +800,14 @@ def _cuda_driver_present() -> bool:
 def choose_device(device: str, total_bytes: int) -> str:
     """Resolve ``device`` to ``"cpu"``, ``"cuda"`` or ``"torch-cpu"``.
 
-    The ``"auto"`` rule: the CPU path streams ~1 GB/s per core (up to 8 cores); the CUDA path
-    streams ~6 GB/s (limited by filling pinned buffers and PCIe) after a start-up of
-    ~1.2 s to import torch (0 if already imported) and ~1.3 s to initialise CUDA (0 if already
-    initialised). CUDA is chosen when a driver is present, torch reports CUDA available, and its
-    estimated time including start-up is below 80 % of the CPU estimate. With 2 cores that needs
-    ~7.5 GB of tensors; with 8+ cores the CPU path always wins, and GPT-SoVITS checkpoints stay
-    on the CPU unless the caller (e.g. the TUI) already has CUDA running.
+    The ``"auto"`` rule: the CPU path streams ~3 GB/s per core (up to 8 cores; measured 3.5-4.8 on
+    a 2-core EPYC VM); the CUDA path streams ~6 GB/s (limited by filling pinned buffers and PCIe,
+    an estimate: no GPU was lent to measure it) after a start-up of ~1.2 s to import torch (0 if
+    already imported) and ~1.3 s to initialise CUDA (0 if already initialised). CUDA is chosen
+    when a driver is present, torch reports CUDA available, and its estimated time including
+    start-up is below 80 % of the CPU estimate. On one core that needs ~25 GB of tensors; with two
+    or more the CPU path always wins: reading the bytes, not the arithmetic, is the limit, and the
+    GPU is fed through the same reads plus PCIe.
     """
     if device in ("cpu", "torch-cpu"):
         return device

@@ -176,10 +176,12 @@ def _zip64_extra(path: Path, extra: bytes, usize: int, csize: int, hoff: int) ->
     raise CheckpointError(path, "ZIP64 sizes without a ZIP64 extra field (corrupt archive)")
 
 
-def map_file(path: Path) -> tuple[mmap.mmap | None, int]:
+def map_file(path: Path) -> tuple[mmap.mmap | None, int, tuple[int, int, int, int] | None]:
     """Open `path` read-only and map it copy-on-write (writes, if any, never reach the file).
 
-    Returns (None, 0) for an empty file. Raises CheckpointError for what the user can fix.
+    Returns ``(mapping, size, file_id)``, file_id being ``(st_dev, st_ino, st_size, st_mtime_ns)``
+    of the file mapped, so a reader that reopens the path can prove it reads the same file;
+    ``(None, 0, None)`` for an empty file. Raises CheckpointError for what the user can fix.
     """
     try:
         # O_NONBLOCK: opening a FIFO (or a device) for reading would otherwise wait forever
@@ -200,11 +202,11 @@ def map_file(path: Path) -> tuple[mmap.mmap | None, int]:
         if not stat.S_ISREG(st.st_mode):
             raise CheckpointError(path, "is not a regular file")
         if st.st_size == 0:
-            return None, 0
+            return None, 0, None
         try:
             mm = mmap.mmap(fd, st.st_size, access=mmap.ACCESS_COPY)
         except (OSError, ValueError) as exc:
             raise CheckpointError(path, f"cannot map the file: {exc}") from None
-        return mm, st.st_size
+        return mm, st.st_size, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
     finally:
         os.close(fd)

@@ -4,7 +4,27 @@ from __future__ import annotations
 
 import numpy as np
 
+from gsvinspect import stats
 from gsvinspect.meta import TensorInfo
+
+# "cpu-forked" is the CPU engine with its worker processes forced on, however small the input
+DEVICES = ["cpu", "cpu-forked", "torch-cpu"]
+
+
+def engine_device(device: str, monkeypatch) -> str:
+    """The device to pass to compute_stats for a DEVICES entry (patching the engine for cpu-forked)."""
+    if device != "cpu-forked":
+        return device
+    run_jobs = stats.run_jobs
+
+    def forced(n_jobs, work, done, *, processes, width, cancel=None):
+        assert processes == 3
+        return run_jobs(n_jobs, work, done, processes=processes, width=width, cancel=cancel)
+
+    monkeypatch.setattr(stats, "_FORK_MIN_BYTES", 0)
+    monkeypatch.setattr(stats, "_cpu_workers", lambda: 3)
+    monkeypatch.setattr(stats, "run_jobs", forced)
+    return "cpu"
 
 
 class FakeCk:
@@ -27,3 +47,39 @@ class FakeCk:
 
         t = torch.from_numpy(self._a[key].copy())
         return t.view(torch.bfloat16) if self.weights[key].dtype == "bfloat16" else t
+
+
+def write_spectrum_pair(root):
+    """A small pre/ft pair written by torch.save, for the change-spectrum tests (CLI and app).
+
+    ``enc.low.weight`` gets a rank-2 change, ``enc.full.weight`` and the conv ``enc.conv.weight``
+    a full-rank one; around them: a changed 1-D bias, a key only in each file, one of another shape,
+    ``norm.*`` (1-D only), ``bad.nan.weight`` (NaN in ft) and 18 ``blocks.*`` weights scaled by
+    0.1 % to 1.8 % (blocks.17 most). Returns (pre_path, ft_path).
+    """
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g)
+
+    pre = {"enc.low.weight": randn(64, 48), "enc.full.weight": randn(64, 48), "enc.full.bias": randn(64),
+           "enc.conv.weight": randn(32, 16, 3), "enc.gone.weight": randn(8, 8), "enc.shape.weight": randn(8, 8),
+           "norm.weight": randn(16), "norm.bias": randn(16), "bad.nan.weight": randn(4, 4)}
+    pre.update({f"blocks.{i}.weight": randn(8, 8) for i in range(18)})
+    ft = {k: v.clone() for k, v in pre.items() if k != "enc.gone.weight"}
+    ft["enc.low.weight"] += 0.1 * randn(64, 2) @ randn(2, 48)
+    ft["enc.full.weight"] += 0.1 * randn(64, 48)
+    ft["enc.full.bias"] += 0.1
+    ft["enc.conv.weight"] += 0.05 * randn(32, 16, 3)
+    ft["enc.shape.weight"] = randn(8, 4)
+    ft["enc.new.weight"] = randn(4, 4)
+    ft["bad.nan.weight"][0, 0] = float("nan")
+    for i in range(18):
+        ft[f"blocks.{i}.weight"] *= 1 + 0.001 * (i + 1)
+    root.mkdir(parents=True, exist_ok=True)
+    paths = root / "pre.pth", root / "ft.pth"
+    torch.save(pre, paths[0])
+    torch.save(ft, paths[1])
+    return paths

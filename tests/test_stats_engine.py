@@ -12,9 +12,8 @@ import pytest
 
 from gsvinspect.errors import UsageError
 from gsvinspect.stats import Cancelled, TensorStats, compute_stats
-from helpers_stats import FakeCk
+from helpers_stats import DEVICES, FakeCk, engine_device
 
-DEVICES = ["cpu", "torch-cpu"]
 
 
 def to_bf16_bits(x: np.ndarray) -> np.ndarray:
@@ -92,7 +91,8 @@ def make_pair(rng, shape, dt_pre, dt_ft, scale=1e-2):
 @pytest.mark.parametrize("dt_pre,dt_ft", [("float32", "float32"), ("float16", "float16"),
                                           ("bfloat16", "bfloat16"), ("float16", "float32"),
                                           ("bfloat16", "float32"), ("float32", "float64")])
-def test_random_pairs_match_fp64_reference(device, dt_pre, dt_ft):
+def test_random_pairs_match_fp64_reference(device, dt_pre, dt_ft, monkeypatch):
+    device = engine_device(device, monkeypatch)
     rng = np.random.default_rng(1)
     pre, ft = {}, {}
     shapes = {"big.weight": (700, 1500), "mid.weight": (192, 192, 3), "small.bias": (192,), "scalar": ()}
@@ -112,7 +112,8 @@ def test_random_pairs_match_fp64_reference(device, dt_pre, dt_ft):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_edge_values_zero_huge_tiny_identical(device):
+def test_edge_values_zero_huge_tiny_identical(device, monkeypatch):
+    device = engine_device(device, monkeypatch)
     rng = np.random.default_rng(2)
     n = 300_000
     base = rng.standard_normal(n).astype(np.float32)
@@ -151,7 +152,8 @@ def test_edge_values_zero_huge_tiny_identical(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_nan_inf_overflow_counts_and_nan_excluded_norms(device):
+def test_nan_inf_overflow_counts_and_nan_excluded_norms(device, monkeypatch):
+    device = engine_device(device, monkeypatch)
     rng = np.random.default_rng(3)
     x = rng.standard_normal(100_000).astype(np.float32)
     y = x + np.float32(0.01)
@@ -177,7 +179,8 @@ def test_nan_inf_overflow_counts_and_nan_excluded_norms(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_unpaired_shape_mismatch_and_unsupported(device):
+def test_unpaired_shape_mismatch_and_unsupported(device, monkeypatch):
+    device = engine_device(device, monkeypatch)
     rng = np.random.default_rng(4)
     a = rng.standard_normal((322, 192)).astype(np.float16)
     b = rng.standard_normal((732, 192)).astype(np.float16)
@@ -206,7 +209,8 @@ def test_unpaired_shape_mismatch_and_unsupported(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_progress_on_result_and_cancel(device):
+def test_progress_on_result_and_cancel(device, monkeypatch):
+    device = engine_device(device, monkeypatch)
     rng = np.random.default_rng(5)
     keys = [f"layer.{i}.weight" for i in range(12)] + [f"layer.{i}.bias" for i in range(40)]
     pre = {k: (rng.standard_normal(400_000 if k.endswith("weight") else 100).astype(np.float16), "float16")

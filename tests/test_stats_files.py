@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 import torch
 from rich.console import Console
 
-from gsvinspect import stats_report, synth
+from gsvinspect import stats, stats_report, synth
 from gsvinspect.align import align
 from gsvinspect.checkpoint import open_checkpoint
+from gsvinspect.errors import CheckpointError
 from gsvinspect.rollup import embedding_keys, embedding_rows, rollup, top_modules
 from gsvinspect.spectrum import spectrum
 from gsvinspect.stats import compute_stats
+from helpers_stats import DEVICES, engine_device
 
-DEVICES = ["cpu", "torch-cpu"]
 
 
 def _torch_ref(a: torch.Tensor, b: torch.Tensor) -> dict:
@@ -28,7 +30,8 @@ def _torch_ref(a: torch.Tensor, b: torch.Tensor) -> dict:
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_torch_saved_files_mixed_dtypes(tmp_path, device):
+def test_torch_saved_files_mixed_dtypes(tmp_path, device, monkeypatch):
+    device = engine_device(device, monkeypatch)
     g = torch.Generator().manual_seed(0)
     pre = {"model.a.weight": torch.randn(300, 200, generator=g).half(),
            "model.a.bias": torch.randn(200, generator=g).half(),
@@ -60,7 +63,8 @@ def sovits_pair(tmp_path_factory):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_synth_sovits_pair_end_to_end(sovits_pair, device):
+def test_synth_sovits_pair_end_to_end(sovits_pair, device, monkeypatch):
+    device = engine_device(device, monkeypatch)
     pre_p, ft_p = sovits_pair
     with open_checkpoint(pre_p) as pc, open_checkpoint(ft_p) as fc:
         al = align(pc.weights, fc.weights)
@@ -118,3 +122,75 @@ def test_report_handles_non_finite_values_and_health(tmp_path):
     assert "Health" in con.export_text()
     md = stats_report.to_markdown(res, top=3)
     assert "### Health" in md and "`a`" in md
+
+
+def _big_pair(tmp_path):
+    """fp16 and fp32 weights big enough to be read block by block (>= _SMALL elements each)."""
+    g = torch.Generator().manual_seed(3)
+    pre = {"w16": torch.randn(300_000, generator=g).half(), "w32": torch.randn(70_000, 3, generator=g),
+           "wbf": torch.randn(200_001, generator=g).to(torch.bfloat16)}
+    ft = {k: (v.float() + 0.01 * torch.randn(v.shape, generator=g)).to(v.dtype) for k, v in pre.items()}
+    torch.save(pre, tmp_path / "pre.pth")
+    torch.save(ft, tmp_path / "ft.pth")
+    return pre, ft
+
+
+def _fields(ts):
+    return (ts.sumsq_pre, ts.sumsq_ft, ts.sumsq_diff, ts.max_abs_diff, ts.changed, ts.nan_pre, ts.inf_ft)
+
+
+@pytest.mark.parametrize("device", ["cpu", "cpu-forked"])
+def test_pread_and_mapping_give_identical_results(tmp_path, device, monkeypatch):
+    """Big tensors are read with pread from a second fd of the same file; the mapping is the
+    fallback. Both read the same bytes, so every sum is bit-identical, and pread was really used."""
+    device = engine_device(device, monkeypatch)
+    pre, ft = _big_pair(tmp_path)
+    log = tmp_path / "reads"          # appended to by the worker processes too
+    block = stats._Src.block
+
+    def counting(self, i, j, raw):
+        with open(log, "a") as fh:
+            fh.write("P" if self.fd is not None else "M")
+        return block(self, i, j, raw)
+
+    def reads():
+        text = log.read_text()
+        log.unlink()
+        return text
+
+    monkeypatch.setattr(stats._Src, "block", counting)
+    with open_checkpoint(tmp_path / "pre.pth") as pc, open_checkpoint(tmp_path / "ft.pth") as fc:
+        tr = [(k, k, k) for k in pre]
+        by_pread = compute_stats(pc, fc, tr, device=device, chunk_elems=1 << 17)
+        assert set(reads()) == {"P"}
+        monkeypatch.setattr(stats._Files, "_open", staticmethod(lambda ck: None))
+        by_map = compute_stats(pc, fc, tr, device=device, chunk_elems=1 << 17)
+        assert set(reads()) == {"M"}
+    for k in pre:
+        assert _fields(by_pread.per_key[k]) == _fields(by_map.per_key[k])
+        want = _torch_ref(pre[k], ft[k])
+        assert by_pread.per_key[k].norm_diff == pytest.approx(want["norm_diff"], rel=1e-5)
+
+
+def test_a_file_replaced_after_open_is_still_read_as_opened(tmp_path):
+    """The path now names another file: the engine reads the mapping of the file that was opened."""
+    pre, ft = _big_pair(tmp_path)
+    with open_checkpoint(tmp_path / "pre.pth") as pc, open_checkpoint(tmp_path / "ft.pth") as fc:
+        tr = [(k, k, k) for k in pre]
+        before = compute_stats(pc, fc, tr, device="cpu")
+        torch.save({k: v * 3 for k, v in pre.items()}, tmp_path / "other.pth")
+        os.replace(tmp_path / "other.pth", tmp_path / "pre.pth")
+        after = compute_stats(pc, fc, tr, device="cpu")
+    for k in pre:
+        assert _fields(after.per_key[k]) == _fields(before.per_key[k])
+
+
+@pytest.mark.parametrize("device", ["cpu", "cpu-forked"])
+def test_a_file_truncated_after_open_is_a_clean_error(tmp_path, device, monkeypatch):
+    """Truncated under our feet (same file): a one-line CheckpointError naming it, not a SIGBUS."""
+    device = engine_device(device, monkeypatch)
+    pre, _ = _big_pair(tmp_path)
+    with open_checkpoint(tmp_path / "pre.pth") as pc, open_checkpoint(tmp_path / "ft.pth") as fc:
+        os.truncate(tmp_path / "ft.pth", pc.size // 3)
+        with pytest.raises(CheckpointError, match=r"ft\.pth: file shrank since it was opened"):
+            compute_stats(pc, fc, [(k, k, k) for k in pre], device=device)
