@@ -930,18 +930,25 @@ class _Chunk:
     segs: list                      # (target_idx, offset, length, bytes, is_last)
 
 
-def _torch_groups(pre_ck, ft_ck, targets) -> dict[tuple, list]:
+def _torch_groups(pre_ck, ft_ck, targets, files: _Files) -> dict[tuple, list]:
+    """Pieces to read per (mode, pre kind, ft kind): ``(target_idx, pre _Src | None, ft _Src | None)``."""
     groups: dict[tuple, list] = {}
     for t in targets:
         for mode, a, ka, b, kb, _ in _pieces(pre_ck, ft_ck, t):
             t.pending += 1
-            groups.setdefault((mode, ka, kb), []).append((t.idx, a, b))
+            sa = files.src(pre_ck, t.pre_key, a, ka) if a is not None else None
+            sb = files.src(ft_ck, t.ft_key, b, kb) if b is not None else None
+            groups.setdefault((mode, ka, kb), []).append((t.idx, sa, sb))
     return groups
 
 
 def _produce(groups, chunk: int, free_q: queue.Queue, ready_q: queue.Queue, stop: threading.Event,
              cancel) -> None:
-    """Reader thread: copy mapped tensors into staging buffers, each byte once, packed per dtype pair."""
+    """Reader thread: read tensors into staging buffers, each byte once, packed per dtype pair.
+
+    Same-dtype sources with an fd are ``pread`` straight into the (pinned) staging buffer: no
+    page faults and no second copy; the others are copied (and cast) from the mapping.
+    """
 
     def get_free() -> _HostSet | None:
         while not stop.is_set() and not (cancel is not None and cancel.is_set()):
@@ -965,9 +972,9 @@ def _produce(groups, chunk: int, free_q: queue.Queue, ready_q: queue.Queue, stop
             da = np.dtype(_HOST_DTYPES[ka]) if ka else None
             db = np.dtype(_HOST_DTYPES[kb]) if kb else None
             cur: _Chunk | None = None
-            for tidx, a, b in items:
-                n = (a if a is not None else b).shape[0]
-                nbytes = (a.nbytes if a is not None else 0) + (b.nbytes if b is not None else 0)
+            for tidx, sa, sb in items:
+                n = (sa if sa is not None else sb).arr.shape[0]
+                nbytes = sum(x.arr.nbytes for x in (sa, sb) if x is not None)
                 pos = 0
                 while pos < n:
                     if cur is None:
@@ -977,11 +984,15 @@ def _produce(groups, chunk: int, free_q: queue.Queue, ready_q: queue.Queue, stop
                         cur = _Chunk(hs, mode, ka, kb, 0, [])
                     take = min(n - pos, chunk - cur.n)
                     pad = (-take) % _SEG
-                    for src, buf, dt in ((a, cur.hs.a, da), (b, cur.hs.b, db)):
+                    for src, buf, dt in ((sa, cur.hs.a, da), (sb, cur.hs.b, db)):
                         if src is None:
                             continue
                         view = buf[: chunk * dt.itemsize].view(dt)
-                        np.copyto(view[cur.n:cur.n + take], src[pos:pos + take], casting="unsafe")
+                        dst = view[cur.n:cur.n + take]
+                        if src.fd is not None and src.arr.dtype == dt:
+                            src.block(pos, pos + take, dst.view(np.uint8))
+                        else:
+                            np.copyto(dst, src.arr[pos:pos + take], casting="unsafe")
                         if pad:
                             view[cur.n + take:cur.n + take + pad] = 0
                     share = nbytes * (pos + take) // n - nbytes * pos // n
@@ -1038,12 +1049,20 @@ def _torch_partials(torch, a, b, ka, kb):
 
 def _run_torch(pre_ck, ft_ck, targets, dev: str, chunk_elems: int, prog: _Progress, cancel, emit) -> None:
     chunk = max(_SEG, (chunk_elems // _SEG) * _SEG)
-    groups = _torch_groups(pre_ck, ft_ck, targets)
-    for t in targets:
-        if t.mode != "skip" and t.pending == 0:
-            emit(t)
-    if not groups:
-        return
+    files = _Files(pre_ck, ft_ck)
+    try:
+        groups = _torch_groups(pre_ck, ft_ck, targets, files)
+        for t in targets:
+            if t.mode != "skip" and t.pending == 0:
+                emit(t)
+        if groups:
+            _stream_torch(groups, targets, dev, chunk, prog, cancel, emit)
+    finally:
+        files.close()
+
+
+def _stream_torch(groups, targets, dev: str, chunk: int, prog: _Progress, cancel, emit) -> None:
+    """A reader thread fills staging buffers while this thread moves and reduces them with torch."""
     itemsize = max(np.dtype(_HOST_DTYPES[k]).itemsize for g in groups for k in g[1:] if k)
     free_q: queue.Queue = queue.Queue()
     ready_q: queue.Queue = queue.Queue(maxsize=3)
