@@ -30,8 +30,14 @@ JSON schema (``gsvinspect diff --json``; stable, additions only; ``schema`` name
       "rows_truncated": bool,           # --only-problems left matched rows out
       "findings": [{"severity": "error"|"warning"|"info", "code": str, "message": str,
                     "keys": [str]}],
-      "stats": object|null              # gsvinspect.stats_report JSON when computed
+      "stats": object|null,             # gsvinspect.stats_report JSON when computed
+      "spectra": [SPECTRUM],            # --spectrum / --spectrum-top (also with --no-stats), where
+      #   SPECTRUM = stats_report.spectrum_dict: {"key", "shape", "singular_values", "effective_rank",
+      #              "rank90", "energy_top_k", "frobenius", "rel_change", "method", "device", "verdict"}
+      "spectra_notes": [str]            # e.g. a module prefix capped to its most-changed weights
     }
+
+With statistics, ``stats.spectra`` holds the same list as ``spectra``.
 """
 
 from __future__ import annotations
@@ -94,6 +100,8 @@ class DiffReport:
     stats: Any = None              # gsvinspect.stats.StatsResult when computed
     stats_error: str | None = None
     embeddings: list = field(default_factory=list)  # rollup.RowChanges of the phoneme tables
+    spectra: list = field(default_factory=list)     # spectrum.Spectrum, in the order asked for
+    spectra_notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -147,13 +155,23 @@ def to_json(report: DiffReport, *, only_problems: bool = False) -> dict:
         "findings": [f.as_dict() for f in report.findings],
         "stats": stats,
         **({"stats_error": report.stats_error} if report.stats_error else {}),
+        "spectra": _spectra_json(report),
+        "spectra_notes": list(report.spectra_notes),
     }
 
 
 def _stats_json(report: "DiffReport") -> Any:
     from . import stats_report
 
-    return stats_report.report_dict(report.stats, top=20, embeddings=report.embeddings)
+    return stats_report.report_dict(report.stats, top=20, embeddings=report.embeddings, spectra=report.spectra)
+
+
+def _spectra_json(report: "DiffReport") -> list:
+    if not report.spectra:
+        return []
+    from . import stats_report
+
+    return [stats_report.spectrum_dict(sp) for sp in report.spectra]
 
 
 def check_to_json(result: CheckResult, side: FileSide | None = None) -> dict:
@@ -284,6 +302,7 @@ def render_text(report: DiffReport, console, *, only_problems: bool = False, top
             _render_stats_text(report, console, top)
         elif report.stats_error:
             console.print(Text(f"stats not computed: {report.stats_error}", style="yellow"))
+    _render_spectra_text(report, console)
 
 
 def _table(console, **kw):
@@ -299,6 +318,17 @@ def _render_stats_text(report: "DiffReport", console, top: int | None) -> None:
     from . import stats_report
 
     stats_report.print_report(console, report.stats, top=20 if top is None else top, embeddings=report.embeddings)
+
+
+def _render_spectra_text(report: "DiffReport", console) -> None:
+    from rich.text import Text
+
+    for note in report.spectra_notes:
+        console.print(Text(f"note: {note}", style="yellow"))
+    if report.spectra:
+        from . import stats_report
+
+        stats_report.print_spectra(console, report.spectra)
 
 
 def render_check_text(result: CheckResult, console, side: FileSide | None = None, *, top: int | None = None) -> None:
@@ -390,7 +420,18 @@ def render_markdown(report: DiffReport, *, only_problems: bool = False, top: int
         md = _stats_markdown(report, top)
         if md:
             out += ["## Weight changes", "", md, ""]
+    if report.spectra or report.spectra_notes:
+        out += _spectra_markdown(report)
     return "\n".join(out)
+
+
+def _spectra_markdown(report: "DiffReport") -> list[str]:
+    from . import stats_report
+
+    out = ["## Change spectra"]
+    if report.spectra_notes:
+        out += [""] + [f"- {_md_escape(n)}" for n in report.spectra_notes]
+    return out + stats_report.spectra_markdown(report.spectra) + [""]
 
 
 def _stats_markdown(report: "DiffReport", top: int | None) -> str | None:

@@ -95,6 +95,20 @@ def _randomized_svdvals(d: np.ndarray, k: int, iters: int = 4, seed: int = 0) ->
     return np.linalg.svd(qm.T @ d, compute_uv=False)[:k]
 
 
+def check_device(device: str) -> None:
+    """Refuse an unknown device, or ``cuda`` without CUDA (callers check once, before reading).
+
+    Raises:
+        UsageError: with the reason torch gives.
+    """
+    if device not in ("auto", "cpu", "cuda"):
+        raise UsageError(f"unknown device {device!r} (use auto, cpu or cuda)")
+    if device == "cuda":
+        ok, why = _cuda_available()
+        if not ok:
+            raise UsageError(f"device 'cuda' requested but CUDA is not available ({why}); use --device cpu")
+
+
 def spectrum(pre_ck, ft_ck, pre_key: str, ft_key: str, *, k: int = 16, device: str = "auto") -> Spectrum:
     """Top-k singular values and effective rank of ``ft - pre`` for one 2-D (or conv) weight.
 
@@ -105,14 +119,9 @@ def spectrum(pre_ck, ft_ck, pre_key: str, ft_key: str, *, k: int = 16, device: s
     fro2 = float(np.einsum("ij,ij->", d, d))
     m, n = d.shape
     k = max(1, min(k, m, n))
-    if device not in ("auto", "cpu", "cuda"):
-        raise UsageError(f"unknown device {device!r} (use auto, cpu or cuda)")
+    check_device(device)
     use_cuda = device == "cuda"
-    if device == "cuda":
-        ok, why = _cuda_available()
-        if not ok:
-            raise UsageError(f"device 'cuda' requested but CUDA is not available ({why})")
-    elif device == "auto" and d.size >= _GPU_MIN_ELEMS and _cuda_driver_present():
+    if device == "auto" and d.size >= _GPU_MIN_ELEMS and _cuda_driver_present():
         use_cuda = _cuda_available()[0]
     full = min(m, n) <= _FULL_MAX_SIDE and d.size <= _FULL_MAX_ELEMS
     if fro2 == 0.0:

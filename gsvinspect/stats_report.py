@@ -16,6 +16,7 @@ Functions:
     languages_table(row_changes) / rows_table(row_changes, top=20)
                                                  -> rich Tables for a phoneme embedding.
     spectrum_table(spectrum)                     -> rich Table of one change spectrum.
+    print_spectra(console, spectra) / spectra_markdown(spectra) -> the spectra alone.
     to_markdown(result, rollups=None, top=20, depth=None, embeddings=(), spectra=()) -> str.
     print_report(console, result, ...)           -> print all of the tables above.
 """
@@ -237,17 +238,39 @@ def rows_table(rc: RowChanges, top: int = 20) -> Table:
     return t
 
 
+def _spectrum_rows(sp: Spectrum) -> list[tuple[str, str]]:
+    """(measure, value) pairs shared by the rich and the Markdown spectrum tables."""
+    return [("verdict", sp.verdict),
+            ("effective (stable) rank", fmt_float(sp.effective_rank)),
+            ("rank for 90% of ‖Δ‖²", "-" if sp.rank90 is None else str(sp.rank90)),
+            (f"energy in top {len(sp.singular_values)}", fmt_rel(sp.energy_top_k)),
+            ("‖Δ‖ (relative)", f"{fmt_float(sp.frobenius)} ({fmt_rel(sp.rel_change)})"),
+            ("top singular values", " ".join(fmt_float(s, 3) for s in sp.singular_values[:8]))]
+
+
+def _spectrum_title(sp: Spectrum) -> str:
+    return f"{sp.shape[0]}×{sp.shape[1]} ({sp.method} SVD, {sp.device_used})"
+
+
 def spectrum_table(sp: Spectrum) -> Table:
-    t = Table(title=f"Spectrum of Δ {sp.key} {sp.shape[0]}×{sp.shape[1]} ({sp.method}, {sp.device_used})",
-              title_justify="left")
+    t = Table(title=f"Spectrum of Δ {sp.key} {_spectrum_title(sp)}", title_justify="left")
     t.add_column("measure")
     t.add_column("value", justify="right")
-    t.add_row("verdict", sp.verdict)
-    t.add_row("effective (stable) rank", fmt_float(sp.effective_rank))
-    t.add_row("rank for 90% of ‖Δ‖²", "-" if sp.rank90 is None else str(sp.rank90))
-    t.add_row(f"energy in top {len(sp.singular_values)}", fmt_rel(sp.energy_top_k))
-    t.add_row("top singular values", " ".join(fmt_float(s, 3) for s in sp.singular_values[:8]))
+    for measure, value in _spectrum_rows(sp):
+        t.add_row(measure, value)
     return t
+
+
+def _show(console, table: Table) -> None:
+    if not getattr(console, "is_terminal", False):  # piped: no box drawing, like the rest of `diff`
+        table.box = None
+    console.print(table)
+
+
+def print_spectra(console, spectra: Iterable[Spectrum]) -> None:
+    """Print one table per spectrum (`diff` shows them with or without the other stats)."""
+    for sp in spectra:
+        _show(console, spectrum_table(sp))
 
 
 def print_report(console, result: StatsResult, rollups: Mapping[str, ModuleStats] | None = None, *,
@@ -255,23 +278,15 @@ def print_report(console, result: StatsResult, rollups: Mapping[str, ModuleStats
                  spectra: Iterable[Spectrum] = ()) -> None:
     """Print the tensors, modules, health, embedding and spectrum tables to a rich Console."""
     rollups = rollup(result) if rollups is None else rollups
-    plain = not getattr(console, "is_terminal", False)
-
-    def show(table) -> None:
-        if plain:  # piped: no box drawing, like the rest of `diff`'s plain output
-            table.box = None
-        console.print(table)
-
-    show(tensors_table(result, top))
-    show(modules_table(rollups, top, depth))
+    _show(console, tensors_table(result, top))
+    _show(console, modules_table(rollups, top, depth))
     h = health_table(result)
     if h is not None:
-        show(h)
+        _show(console, h)
     for rc in embeddings:
-        show(languages_table(rc))
-        show(rows_table(rc, top))
-    for sp in spectra:
-        show(spectrum_table(sp))
+        _show(console, languages_table(rc))
+        _show(console, rows_table(rc, top))
+    print_spectra(console, spectra)
 
 
 # -- markdown -----------------------------------------------------------------------------------
@@ -318,12 +333,16 @@ def to_markdown(result: StatsResult, rollups: Mapping[str, ModuleStats] | None =
         lines += _md_table(["language", "rows", "moved", "rel Δ", "max rel Δ", "most moved"],
                            [[s.language, str(s.rows), str(s.moved), fmt_rel(s.rel_change), fmt_rel(s.max_rel),
                              " ".join(s.top)] for s in rc.by_language.values()], {1, 2, 3, 4})
-    for sp in spectra:
-        lines += ["", f"### Spectrum of Δ `{sp.key}`", "",
-                  f"{sp.verdict}; stable rank {fmt_float(sp.effective_rank)}, "
-                  f"90% of ‖Δ‖² in {sp.rank90 if sp.rank90 is not None else '>' + str(len(sp.singular_values))} "
-                  f"singular values."]
+    lines += spectra_markdown(spectra)
     if result.notes:
         lines += ["", "### Notes", ""] + [f"- {_md_escape(n)}" for n in result.notes]
     return "\n".join(lines) + "\n"
 
+
+def spectra_markdown(spectra: Iterable[Spectrum]) -> list[str]:
+    """Markdown lines: a heading and a measure/value table per spectrum."""
+    lines: list[str] = []
+    for sp in spectra:
+        lines += ["", f"### Spectrum of Δ `{sp.key}` {_spectrum_title(sp)}", ""]
+        lines += _md_table(["measure", "value"], [list(r) for r in _spectrum_rows(sp)], {1})
+    return lines

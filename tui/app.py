@@ -22,11 +22,12 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Footer, Input, ProgressBar, Static, TabbedContent, TabPane
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker, WorkerState, get_current_worker
 
 from gsvinspect.errors import GsvError
 
-from .detail import DetailPanel, checkpoint_info, embedding_table, findings_view, line_detail
+from .detail import (DetailPanel, SpectrumAsk, checkpoint_info, embedding_table, findings_view, line_detail,
+                     spectrum_section)
 from .diff_view import MID_WIDTH, DiffView, fit
 from .dialogs import MessageScreen, PromptScreen
 from .help_screen import HelpScreen
@@ -37,6 +38,7 @@ from .session import Realigned, Session
 
 STATS_FLUSH_S = 0.1  # batch statistics to <= 10 UI updates per second (TEXTUAL.md §e)
 NARROW_WIDTH = 120  # below this the side panel goes under the diff view
+MODULE_SPECTRA = 4  # `v` on a module decomposes this many of its most-changed weights (an SVD each)
 
 
 class _Realigned(Message):
@@ -61,6 +63,16 @@ class _Diagnosed(Message):
         self.session = session
         self.alignment = alignment
         self.findings = findings
+
+
+class _SpectrumDone(Message):
+    """One weight's change spectrum, or why it failed (posted from the spectrum thread)."""
+
+    def __init__(self, session: Any, row: Any, result: Any) -> None:
+        super().__init__()
+        self.session = session
+        self.row = row
+        self.result = result
 
 
 class StatsBatch(Message):
@@ -108,6 +120,7 @@ class GsvInspectApp(App[int]):
         Binding("r", "edit_rules", "Rules", id="rules.edit"),
         Binding("ctrl+s", "save_rules", "Save rules", show=False, id="rules.save"),
         Binding("x", "export", "Export", id="export.open"),
+        Binding("v", "spectrum", "Spectrum", show=False, id="detail.spectrum"),
         Binding("1", "tab('tab-detail')", "Detail", show=False, id="tab.detail"),
         Binding("2", "tab('tab-rules')", "Rules tab", show=False, id="tab.rules"),
         Binding("3", "tab('tab-modules')", "Modules", show=False, id="tab.modules"),
@@ -133,6 +146,9 @@ class GsvInspectApp(App[int]):
         self.model = None
         self.load_error: str | None = None
         self.loaded = threading.Event()
+        self._embedding: Any = None  # the phoneme-row table of the detail pane's key, when it has one
+        self._spectrum_asked: dict[str, SpectrumAsk | str] = {}  # line ident -> what `v` asked there
+        self._spectrum_ident: str | None = None  # the line whose spectra are being computed
 
     @staticmethod
     def _new_session(pre, ft, rules, device, trust) -> Session:
@@ -292,6 +308,7 @@ class GsvInspectApp(App[int]):
     def _adopt(self, result: Realigned, text: str) -> None:
         self.session.adopt(result, text)
         old, self.model = self.model, result.model
+        self._forget_spectra()  # asks hold the old alignment's rows
         self.diff.set_model(result.model)
         if old is not None and old is not result.model:
             old.dispose()
@@ -574,15 +591,25 @@ class GsvInspectApp(App[int]):
     # -- detail -----------------------------------------------------------------------------
     @on(DiffView.Highlighted)
     def _highlighted(self, event: DiffView.Highlighted) -> None:
+        self._leave_spectrum(event.line)
         self._refresh_detail(event.line)
 
     def _refresh_detail(self, line: Line | None = None) -> None:
         line = line if line is not None else self.diff.current
-        rules = self.session.rules
-        panel = self.query_one("#detail", DetailPanel)
-        panel.show(line_detail(line, rules, self.session.single))
+        self._embedding = None
+        self._paint_detail(line)
         if line is not None and not line.is_group and self._is_embedding(line):
             self._embedding_worker(line)
+
+    def _paint_detail(self, line: Line | None) -> None:
+        """The key's detail, its phoneme rows when they arrived, and what `v` computed for it."""
+        parts = [line_detail(line, self.session.rules, self.session.single)]
+        if self._embedding is not None:
+            parts.append(self._embedding)
+        ask = self._spectrum_asked.get(line.ident) if line is not None else None
+        if ask is not None:
+            parts.append(spectrum_section(ask, self.session.spectra))
+        self.query_one("#detail", DetailPanel).show(RGroup(*parts) if len(parts) > 1 else parts[0])
 
     @staticmethod
     def _is_embedding(line: Line) -> bool:
@@ -607,8 +634,87 @@ class GsvInspectApp(App[int]):
     def _show_embedding(self, line: Line, rows: Any) -> None:
         if self.diff.current_ident != line.ident:
             return
-        self.query_one("#detail", DetailPanel).show(
-            RGroup(line_detail(line, self.session.rules, self.session.single), embedding_table(rows)))
+        self._embedding = embedding_table(rows)
+        self._paint_detail(line)
+
+    # -- change spectra ---------------------------------------------------------------------
+    def action_spectrum(self) -> None:
+        line = self.diff.current
+        if line is None or self.model is None:
+            self.notify("no key under the cursor")
+            return
+        ask = self._spectrum_ask(line)
+        self._spectrum_asked[line.ident] = ask
+        self._spectrum_ident = line.ident
+        self.query_one("#side", TabbedContent).active = "tab-detail"
+        self._paint_detail(line)
+        if isinstance(ask, SpectrumAsk):
+            todo = [r for r in ask.rows if (r.pre_key, r.ft_key) not in self.session.spectra]
+            if todo:
+                self._spectrum_worker(self.session, todo)
+
+    def _spectrum_ask(self, line: Line) -> SpectrumAsk | str:
+        """The rows `v` decomposes on this line (a key, or a module's most-changed), or why none."""
+        if self.session.single:
+            return "a change spectrum needs a pretrained and a fine-tuned checkpoint"
+        if not line.is_group:
+            row = line.node.row
+            return self.session.why_no_spectrum(row) or SpectrumAsk("change spectrum", [row])
+        leaves = self.model.leaves
+
+        def change(row: Any) -> float | None:
+            leaf = leaves.get(row.target)
+            return leaf.change if leaf is not None else None
+
+        prefix = line.node.prefix
+        rows = self.session.module_spectrum_rows(prefix, MODULE_SPECTRA, change)
+        if not rows:
+            return f"{prefix}.* holds no paired 2-D weight of one shape on both sides"
+        ranked = any(change(r) is not None for r in rows)
+        title = (f"change spectra of {len(rows)} {'most-changed ' if ranked else ''}2-D weight"
+                 f"{'s' if len(rows) > 1 else ''} under {prefix}.*")
+        return SpectrumAsk(title + ("" if ranked else " (in file order: no statistics to rank by yet)"), rows)
+
+    @work(thread=True, exclusive=True, group="spectrum", exit_on_error=False, description="change spectrum")
+    def _spectrum_worker(self, session: Session, rows: list) -> None:
+        worker = get_current_worker()
+        for row in rows:
+            if worker.is_cancelled:  # the cursor moved on, the rules changed, or the app quits
+                return
+            try:
+                result = session.spectrum(row)
+            except GsvError as exc:
+                result = str(exc).removeprefix("spectrum: ")
+            except Exception as exc:  # an odd tensor must not take the app down
+                result = f"{type(exc).__name__}: {exc}"
+            self.post_message(_SpectrumDone(session, row, result))
+
+    @on(_SpectrumDone)
+    def _spectrum_arrived(self, event: _SpectrumDone) -> None:
+        if event.session is not self.session:
+            return
+        self.session.spectra[(event.row.pre_key, event.row.ft_key)] = event.result
+        line = self.diff.current
+        ask = self._spectrum_asked.get(line.ident) if line is not None else None
+        if isinstance(ask, SpectrumAsk) and event.row in ask.rows:
+            self._paint_detail(line)
+
+    def _leave_spectrum(self, line: Line | None) -> None:
+        """Moving off a line whose spectra are still being computed cancels them and forgets the ask
+        (pressing `v` there again starts over; finished spectra stay cached)."""
+        ident = self._spectrum_ident
+        if ident is None or (line is not None and line.ident == ident):
+            return
+        self._spectrum_ident = None
+        ask = self._spectrum_asked.get(ident)
+        if isinstance(ask, SpectrumAsk) and any((r.pre_key, r.ft_key) not in self.session.spectra for r in ask.rows):
+            self.workers.cancel_group(self, "spectrum")
+            del self._spectrum_asked[ident]
+
+    def _forget_spectra(self) -> None:
+        self.workers.cancel_group(self, "spectrum")
+        self._spectrum_asked.clear()
+        self._spectrum_ident = None
 
     # -- view actions -----------------------------------------------------------------------
     def _view_changed(self) -> None:
@@ -741,6 +847,8 @@ class GsvInspectApp(App[int]):
         yield SystemCommand("Collapse all groups", "close every module", self.action_collapse_all)
         yield SystemCommand("Next problem", "jump to the next problem key", self.action_next_problem)
         yield SystemCommand("Recompute statistics", "run the statistics again", self.action_recompute_stats)
+        yield SystemCommand("Spectrum of the change", "low-rank (LoRA-like) or a rewrite? the key or module "
+                            "under the cursor (v)", self.action_spectrum)
         for name in self.pairs:
             yield SystemCommand(f"Demo pair: {name}", f"open the demo's {name} pair",
                                 lambda name=name: self.action_switch_pair(name))

@@ -7,7 +7,7 @@ checkpoint extras); nothing is computed beyond counting for a summary.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 from rich.console import Group as RGroup
 from rich.console import RenderableType
@@ -142,6 +142,67 @@ def embedding_table(changes: Any, limit: int = 12) -> RenderableType:
         parts += [Text("by language", style="dim"), lt]
     if changes.note:
         parts.append(Text(changes.note, style="dim"))
+    return RGroup(*parts)
+
+
+class SpectrumAsk(NamedTuple):
+    """What `v` asked for on one line: a title and the alignment rows to decompose."""
+
+    title: str
+    rows: list
+
+
+SPARK = "▁▂▃▄▅▆▇█"
+SUBSCRIPT = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
+
+
+def sparkline(values: list[float]) -> str:
+    """Bars scaled to the largest value: a LoRA-like change shows a few tall bars, a rewrite many."""
+    top = max(values, default=0.0)
+    if not top > 0:
+        return SPARK[0] * len(values)
+    return "".join(SPARK[min(7, round(7 * v / top))] for v in values)
+
+
+def _verdict_style(sp: Any) -> str:
+    if sp.frobenius == 0.0:
+        return "dim"
+    return "bold cyan" if sp.verdict.startswith("low-rank") else "bold yellow"
+
+
+def spectrum_block(sp: Any) -> RenderableType:
+    """One spectrum.Spectrum: verdict, ranks, energy, the top singular values as a sparkline."""
+    t = _kv_table()
+    k = len(sp.singular_values)
+    t.add_row("verdict", Text(sp.verdict, style=_verdict_style(sp)))
+    t.add_row("effective rank", f"{sp.effective_rank:.3g}  (stable rank ‖Δ‖²/σ₁²)")
+    rank90 = f"> {k}" if sp.rank90 is None else str(sp.rank90)
+    t.add_row("rank90", f"{rank90} of {min(sp.shape)} directions hold 90 % of ‖Δ‖²")
+    t.add_row(f"energy in top {k}", _fmt(sp.energy_top_k, "pct"))
+    top = " ".join(f"{v:.3g}" for v in sp.singular_values[:6]) + (" …" if k > 6 else "")
+    bars = Text.assemble((sparkline(sp.singular_values), "cyan"), f"  {top}")
+    t.add_row(f"σ₁…σ{str(k).translate(SUBSCRIPT)}", bars)
+    t.add_row("computed", Text(f"{sp.method} SVD of {sp.shape[0]}×{sp.shape[1]} on {sp.device_used}", style="dim"))
+    return t
+
+
+def spectrum_section(asked: SpectrumAsk | str, results: dict) -> RenderableType:
+    """The `v` part of the detail pane: why not (`asked` is a reason), or each asked row's spectrum
+    from `results` ((pre_key, ft_key) -> Spectrum, or the error text), "computing…" until it arrives."""
+    if isinstance(asked, str):
+        return RGroup(Text("\nchange spectrum", style="bold underline"),
+                      Text(f"not applicable: {asked}", style="yellow"))
+    parts: list[RenderableType] = [Text(f"\n{asked.title}", style="bold underline")]
+    for row in asked.rows:
+        if len(asked.rows) > 1:
+            parts.append(Text(f"\n{row.target}", style="bold"))
+        result = results.get((row.pre_key, row.ft_key))
+        if result is None:
+            parts.append(Text("computing…", style="dim"))
+        elif isinstance(result, str):
+            parts.append(Text(f"no spectrum: {result}", style="red"))
+        else:
+            parts.append(spectrum_block(result))
     return RGroup(*parts)
 
 

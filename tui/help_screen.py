@@ -25,7 +25,9 @@ KEYS = (
     ]),
     ("actions", [
         ("r", "edit rules (re-aligns as you type)"), ("Ctrl+S", "save the rules file"),
-        ("x", "export dialog (dry-run plan first)"), ("Ctrl+P", "command palette: suggest rules, load rules, …"),
+        ("x", "export dialog (dry-run plan first)"),
+        ("v", "spectrum of the change: low-rank (LoRA-like) or a rewrite? (a module: its most-changed weights)"),
+        ("Ctrl+P", "command palette: suggest rules, load rules, …"),
         ("?  F1", "this help"), ("q", "quit (cancels running statistics)"),
     ]),
 )

@@ -1,7 +1,7 @@
 """What the app is looking at: the two checkpoints, the rules, the alignment and the statistics.
 
-This is the only place the TUI calls the library (open, parse rules, align, diagnose, stats, export
-planning), so the widgets stay presentation only. Heavy imports (stats: numpy, export: torch) happen
+This is the only place the TUI calls the library (open, parse rules, align, diagnose, stats, change
+spectra, export planning), so the widgets stay presentation only. Heavy imports (stats: numpy, export: torch) happen
 inside the methods, after the first paint.
 """
 
@@ -44,6 +44,7 @@ class Session:
     alignment: Any = None
     findings: list = field(default_factory=list)
     stats_by_pair: dict = field(default_factory=dict)  # (pre_key, ft_key) -> TensorStats
+    spectra: dict = field(default_factory=dict)  # (pre_key, ft_key) -> Spectrum, or why it failed (str)
 
     @property
     def single(self) -> bool:
@@ -124,6 +125,27 @@ class Session:
 
         return compute_stats(self.pre, self.ft, triples, device=self.device, progress=progress,
                              cancel=cancel, on_result=on_result)
+
+    # -- change spectra -------------------------------------------------------------------------------
+    def why_no_spectrum(self, row: Any) -> str | None:
+        """Why this alignment row has no change spectrum (unpaired, shapes differ, 1-D), or None."""
+        from gsvinspect.spectrum_pick import why_not
+
+        return why_not(row)
+
+    def module_spectrum_rows(self, prefix: str, n: int, change: Callable[[Any], float | None]) -> list:
+        """At most `n` paired 2-D weights under `prefix`, the largest `change` first."""
+        if self.alignment is None:
+            return []
+        from gsvinspect.spectrum_pick import in_module, most_changed
+
+        return most_changed(in_module(self.alignment.rows, prefix), n, change)
+
+    def spectrum(self, row: Any) -> Any:  # worker thread
+        """Spectrum of one aligned row's change (spectrum_pick.of_row); raises GsvError when it cannot."""
+        from gsvinspect.spectrum_pick import of_row
+
+        return of_row(self.pre, self.ft, row, device=self.device)
 
     # -- suggestions ------------------------------------------------------------------------------
     def suggest(self) -> str:
