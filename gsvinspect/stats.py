@@ -79,7 +79,7 @@ OVERFLOW16 = 65520.0   # |x| >= this becomes Inf in a round-to-nearest cast to f
 FP16_MAX = 65504.0     # largest finite float16
 
 DEFAULT_CHUNK_ELEMS = 1 << 22        # elements per job (CPU) / per packed chunk (torch)
-_BLOCK = 1 << 17                     # cache block of the CPU kernel
+_BLOCK = 1 << 18                     # elements per block of the CPU kernel (a few MB of scratch)
 _SMALL = 1 << 16                     # tensors below this many elements are packed together (CPU)
 _PACK = 1 << 18                      # elements per packed job of small tensors (CPU)
 _ROW = 4096                          # fp32 sums of squares per 4096 elements, added in fp64
@@ -450,7 +450,6 @@ class _Scratch:
         self.f = np.empty((3, _BLOCK), np.float32)
         self.h = np.empty((2, _BLOCK), np.uint16)
         self.m = np.empty(_BLOCK, np.bool_)
-        self.r = np.empty(3 * (_BLOCK // _ROW), np.float32)
 
     def target(self, row: int, kind: str) -> np.ndarray:
         """The bytes a block of `kind` for side `row` (0 pre, 1 ft) is read into."""
@@ -538,7 +537,7 @@ _ZERO_START = np.zeros(1, dtype=np.intp)
 _vecdot = getattr(np, "vecdot", None)
 
 
-def _sumsq_rows(x: np.ndarray, rbuf: np.ndarray) -> np.ndarray:
+def _sumsq_rows(x: np.ndarray) -> list[float]:
     """fp64 sums of squares of each row of a 2-D fp32 array, accurate to ~1e-7 relative.
 
     fp32 dot products over runs of 4096 elements, added up in fp64 (a single fp32 dot product
@@ -548,18 +547,16 @@ def _sumsq_rows(x: np.ndarray, rbuf: np.ndarray) -> np.ndarray:
     m = n - n % _ROW
     out = np.zeros(k, dtype=np.float64)
     if m:
-        xr = x[:, :m].reshape(k, -1, _ROW)
-        rows = _rowdot(xr, rbuf[:k * (m // _ROW)].reshape(k, -1))
-        out += rows.sum(axis=1, dtype=np.float64)
+        out += _rowdot(x[:, :m].reshape(k, -1, _ROW)).sum(axis=1, dtype=np.float64)
     if m < n:
-        out += _rowdot(x[:, m:], None)
-    return out
+        out += _rowdot(x[:, m:])
+    return out.tolist()
 
 
-def _rowdot(x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+def _rowdot(x: np.ndarray) -> np.ndarray:
     if _vecdot is not None:
-        return _vecdot(x, x, out=out)
-    return np.einsum("...j,...j->...", x, x, out=out)
+        return _vecdot(x, x)
+    return np.einsum("...j,...j->...", x, x)
 
 
 def _ovf_count(x: np.ndarray, sumsq: float) -> int:
@@ -577,47 +574,54 @@ def _side_tiny(x: np.ndarray, s: float) -> bool:
 def _cpu_pair(sa: _Src, sb: _Src, ka, kb, lo, hi, cancel, sc: _Scratch) -> np.ndarray:
     part = _empty_part()
     fast = ka in _FAST_KINDS and kb in _FAST_KINDS
+    P = F = D = maxd = 0.0
+    changed = ovf_a = ovf_b = 0
     with np.errstate(all="ignore"):   # inf - inf, overflowing squares: the exact path redoes those blocks
         for i in range(lo, hi, _BLOCK):
             if cancel is not None and cancel.is_set():
-                return part
+                break
             j = min(i + _BLOCK, hi)
             a_raw, b_raw = sa.block(i, j, sc.target(0, ka)), sb.block(i, j, sc.target(1, kb))
-            if fast and _pair_block(part, a_raw, b_raw, ka, kb, j - i, sc):
+            r = _pair_block(a_raw, b_raw, ka, kb, j - i, sc) if fast else None
+            if r is None:
+                _merge(part, _exact(_to_f64(a_raw, ka), _to_f64(b_raw, kb), _ZERO_START, ka == "f16", kb == "f16")[0])
                 continue
-            _merge(part, _exact(_to_f64(a_raw, ka), _to_f64(b_raw, kb), _ZERO_START, ka == "f16", kb == "f16")[0])
+            P += r[0]
+            F += r[1]
+            D += r[2]
+            maxd = max(maxd, r[3])
+            changed += r[4]
+            ovf_a += r[5]
+            ovf_b += r[6]
+    _merge(part, np.array([P, F, D, maxd, changed, 0, 0, ovf_a, 0, 0, ovf_b], dtype=np.float64))
     return part
 
 
-def _pair_block(part, a_raw, b_raw, ka, kb, n, sc: _Scratch) -> bool:
-    """Add one block's fp32 statistics to `part`; False (nothing added) when it needs fp64."""
+def _pair_block(a_raw, b_raw, ka, kb, n, sc: _Scratch) -> tuple | None:
+    """fp32 statistics of one block: ``(P, F, D, max|Δ|, changed, overflow pre, overflow ft)``.
+
+    None when the block needs the fp64 path (non-finite or underflowing sums, fp16 inf/NaN).
+    """
     f = sc.f[:, :n]
     if ka == kb and ka != "f32" and np.may_share_memory(a_raw, sc.h) and np.may_share_memory(b_raw, sc.h):
         _to_f32_into(sc.h[:, :n], ka, f[0:2])      # both sides in one set of calls
     else:
         _to_f32_into(a_raw, ka, f[0])
         _to_f32_into(b_raw, kb, f[1])
-    a, b, d = f[0], f[1], f[2]
+    a, b, d = f
     np.subtract(b, a, out=d)
-    P, F, D = (float(s) for s in _sumsq_rows(f, sc.r))
+    P, F, D = _sumsq_rows(f)
     a16, b16 = ka == "f16", kb == "f16"
     if not math.isfinite(P + F + D) or (a16 and P >= _F16_SPECIAL_SUMSQ) or (b16 and F >= _F16_SPECIAL_SUMSQ):
-        return False
+        return None
     if _side_tiny(a, P) or _side_tiny(b, F):
-        return False
+        return None
     dmax, dmin = float(d.max()), float(d.min())
     if D < _TINY and (dmax != 0.0 or dmin != 0.0):
-        return False
-    part[_P] += P
-    part[_F] += F
-    part[_D] += D
-    part[_MAXD] = max(part[_MAXD], dmax, -dmin)
-    part[_CHG] += np.count_nonzero(np.not_equal(d, 0, out=sc.m[:n]))
-    if not a16:
-        part[_OVFP] += _ovf_count(a, P)
-    if not b16:
-        part[_OVFF] += _ovf_count(b, F)
-    return True
+        return None
+    changed = int(np.count_nonzero(np.not_equal(d, 0, out=sc.m[:n])))
+    return (P, F, D, max(dmax, -dmin), changed,
+            0 if a16 else _ovf_count(a, P), 0 if b16 else _ovf_count(b, F))
 
 
 def _cpu_side(sx: _Src, kind, side, lo, hi, cancel, sc: _Scratch) -> np.ndarray:
@@ -632,7 +636,7 @@ def _cpu_side(sx: _Src, kind, side, lo, hi, cancel, sc: _Scratch) -> np.ndarray:
             raw = sx.block(i, j, sc.target(0, kind))
             if kind in _FAST_KINDS:
                 x = _to_f32_into(raw, kind, sc.f[0, :j - i])
-                s = float(_sumsq_rows(sc.f[0:1, :j - i], sc.r)[0])
+                s = _sumsq_rows(sc.f[0:1, :j - i])[0]
                 if math.isfinite(s) and not _side_tiny(x, s) and not (is16 and s >= _F16_SPECIAL_SUMSQ):
                     part[s_sq] += s
                     if not is16:
@@ -702,11 +706,30 @@ class _Progress:
             self.cb(self.done, self.total)
 
 
-def _cpu_jobs(pre_ck, ft_ck, targets: list[_Target], chunk_elems: int, files: _Files) -> list[tuple]:
+def _cpu_pieces(t: _Target):
+    """What to read for `t`, from metadata only: ``(side, pre kind, ft kind, numel, bytes)``.
+
+    Like :func:`_pieces` but without touching the files, so planning stays cheap; the workers
+    make the arrays of the jobs they take.
+    """
+    if t.mode == "skip":
+        return
+    if t.mode == "pair":
+        if t.pre.numel:
+            yield "pair", _kind(t.pre.dtype), _kind(t.ft.dtype), t.pre.numel, t.pre.nbytes + t.ft.nbytes
+        return
+    if t.pre is not None and t.pre.numel:
+        yield "pre", _kind(t.pre.dtype), None, t.pre.numel, t.pre.nbytes
+    if t.ft is not None and t.ft.numel:
+        yield "ft", None, _kind(t.ft.dtype), t.ft.numel, t.ft.nbytes
+
+
+def _cpu_jobs(targets: list[_Target], chunk_elems: int) -> list[tuple]:
     """Cut the work into jobs: ``(kind, args, [(target_idx, bytes)])``, kind "pair" | "side" | "packed".
 
     Tensors of at least ``_SMALL`` elements become jobs of up to `chunk_elems` elements read
-    block by block; smaller ones are packed together into fp64 jobs of about ``_PACK`` elements.
+    block by block (args ``(target_idx, side, lo, hi)``); smaller ones are packed together into
+    fp64 jobs of about ``_PACK`` elements (args ``[(target_idx, side)]``).
     """
     jobs: list[tuple] = []
     small: list[tuple] = []
@@ -721,59 +744,83 @@ def _cpu_jobs(pre_ck, ft_ck, targets: list[_Target], chunk_elems: int, files: _F
 
     step = max(_BLOCK, (chunk_elems // _BLOCK) * _BLOCK)
     for t in targets:
-        for side, a, ka, b, kb, n in _pieces(pre_ck, ft_ck, t):
-            nbytes = (a.nbytes if a is not None else 0) + (b.nbytes if b is not None else 0)
+        for side, _, _, n, nbytes in _cpu_pieces(t):
             if n < _SMALL:
                 t.pending += 1
-                small.append((t.idx, side, a, ka, b, kb))
+                small.append((t.idx, side))
                 small_bytes.append((t.idx, nbytes))
                 small_n += n
                 if small_n >= _PACK:
                     flush_small()
                 continue
-            sa = files.src(pre_ck, t.pre_key, a, ka) if a is not None else None
-            sb = files.src(ft_ck, t.ft_key, b, kb) if b is not None else None
             for lo in range(0, n, step):
                 hi = min(n, lo + step)
                 t.pending += 1
                 share = nbytes * hi // n - nbytes * lo // n
-                if side == "pair":
-                    jobs.append(("pair", (sa, sb, ka, kb, lo, hi), [(t.idx, share)]))
-                else:
-                    sx, k = (sa, ka) if side == "pre" else (sb, kb)
-                    jobs.append(("side", (sx, k, side, lo, hi), [(t.idx, share)]))
+                jobs.append(("pair" if side == "pair" else "side", (t.idx, side, lo, hi), [(t.idx, share)]))
     flush_small()
     return jobs
+
+
+class _CpuWorker:
+    """Runs CPU jobs in whichever process took them: its own buffers, and the sources of the
+    target at hand (a tensor's jobs come in a row, so one is kept)."""
+
+    def __init__(self, pre_ck, ft_ck, targets, files: _Files, cancel):
+        self.pre_ck, self.ft_ck, self.targets, self.files, self.cancel = pre_ck, ft_ck, targets, files, cancel
+        self.pid = -1
+        self.scratch: _Scratch | None = None
+        self.current: tuple | None = None
+
+    def __call__(self, job: tuple) -> list[tuple[int, np.ndarray]]:
+        if self.pid != os.getpid():                 # first job here (a forked worker: its own buffers)
+            self.pid, self.scratch, self.current = os.getpid(), _Scratch(), None
+        kind, args, _ = job
+        if kind == "packed":
+            return _cpu_packed([self._arrays(idx, side) for idx, side in args])
+        idx, side, lo, hi = args
+        sa, sb = self._sources(idx)
+        t = self.targets[idx]
+        ka = _kind(t.pre.dtype) if t.pre is not None else None
+        kb = _kind(t.ft.dtype) if t.ft is not None else None
+        if kind == "pair":
+            return [(idx, _cpu_pair(sa, sb, ka, kb, lo, hi, self.cancel, self.scratch))]
+        sx, k = (sa, ka) if side == "pre" else (sb, kb)
+        return [(idx, _cpu_side(sx, k, side, lo, hi, self.cancel, self.scratch))]
+
+    def _arrays(self, idx: int, side: str) -> tuple:
+        t = self.targets[idx]
+        a = _flat(self.pre_ck, t.pre_key) if side in ("pair", "pre") else None
+        b = _flat(self.ft_ck, t.ft_key) if side in ("pair", "ft") else None
+        return (idx, side, a, _kind(t.pre.dtype) if a is not None else None,
+                b, _kind(t.ft.dtype) if b is not None else None)
+
+    def _sources(self, idx: int) -> tuple:
+        if self.current is None or self.current[0] != idx:
+            t = self.targets[idx]
+            sa = sb = None
+            if t.pre_key is not None:
+                sa = self.files.src(self.pre_ck, t.pre_key, _flat(self.pre_ck, t.pre_key), _kind(t.pre.dtype))
+            if t.ft_key is not None:
+                sb = self.files.src(self.ft_ck, t.ft_key, _flat(self.ft_ck, t.ft_key), _kind(t.ft.dtype))
+            self.current = (idx, sa, sb)
+        return self.current[1], self.current[2]
 
 
 def _run_cpu(pre_ck, ft_ck, targets: list[_Target], chunk_elems: int, prog: _Progress,
              cancel, emit) -> None:
     """Run the jobs on this thread and, for big inputs, on forked workers; merge results here."""
+    jobs = _cpu_jobs(targets, chunk_elems)
+    # targets with nothing to read (all sides empty) are done now
+    for t in targets:
+        if t.mode != "skip" and t.pending == 0:
+            emit(t)
     files = _Files(pre_ck, ft_ck)
     try:
-        jobs = _cpu_jobs(pre_ck, ft_ck, targets, chunk_elems, files)
-        # targets with nothing to read (all sides empty) are done now
-        for t in targets:
-            if t.mode != "skip" and t.pending == 0:
-                emit(t)
-        owner = {"pid": os.getpid(), "scratch": _Scratch()}
-
-        def work(i: int) -> list[tuple[int, np.ndarray]]:
-            if owner["pid"] != os.getpid():          # a forked worker: its own buffers
-                owner.update(pid=os.getpid(), scratch=_Scratch())
-            kind, args, shares = jobs[i]
-            if kind == "pair":
-                return [(shares[0][0], _cpu_pair(*args, cancel, owner["scratch"]))]
-            if kind == "side":
-                return [(shares[0][0], _cpu_side(*args, cancel, owner["scratch"]))]
-            return _cpu_packed(args)
-
-        def done(i: int, rows) -> None:
-            _absorb(jobs[i], rows, targets, prog, emit)
-
+        worker = _CpuWorker(pre_ck, ft_ck, targets, files, cancel)
         nbytes = sum(b for job in jobs for _, b in job[2])
-        procs = _cpu_workers() if nbytes >= _FORK_MIN_BYTES else 1
-        run_jobs(len(jobs), work, done, processes=procs, width=_NSLOTS, cancel=cancel)
+        run_jobs(len(jobs), lambda i: worker(jobs[i]), lambda i, rows: _absorb(jobs[i], rows, targets, prog, emit),
+                 processes=_cpu_workers() if nbytes >= _FORK_MIN_BYTES else 1, width=_NSLOTS, cancel=cancel)
     finally:
         files.close()
 
