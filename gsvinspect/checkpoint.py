@@ -326,6 +326,22 @@ def open_checkpoint(path: str | Path, *, trust: bool = False, weights_entry: str
     return ck
 
 
+def open_with_entry(path: str | Path, *, trust: bool = False, weights_entry: str | None = None) -> Checkpoint:
+    """Open a checkpoint the way a rules file asks: its ``weights_entry`` wins when the file has it.
+
+    Why a second function: ``open_checkpoint(weights_entry=...)`` fails on a file without that
+    entry, while a rules file is shared by both sides of a pair (the pretrained side usually
+    has a single state dict). diff, rules check, export and the inspector all open through here
+    so they look at the same state dict.
+    """
+    ck = open_checkpoint(path, trust=trust)
+    root = ck.root
+    if weights_entry and isinstance(root, dict) and weights_entry in root and tuple(ck.weights_path) != (weights_entry,):
+        ck.close()
+        ck = open_checkpoint(path, trust=trust, weights_entry=weights_entry)
+    return ck
+
+
 def _open_mapped(path: Path, mm, size: int, *, trust: bool, weights_entry: str | None) -> Checkpoint:
     head8k = bytes(mm[:8192])
     head = head8k[:8]

@@ -437,6 +437,19 @@ def _check_alpha(a: float | None) -> None:
         raise UsageError(f"--alpha must be in [0, 1] (1 = fine-tuned, 0 = pretrained), got {a}")
 
 
+def _entry_mismatches(rules, *cks) -> list[str]:
+    """The rules name a weights entry that a file has but was not opened with (the export would
+    take another state dict than the one the rules were written for)."""
+    entry = getattr(rules, "weights_entry", None)
+    out = []
+    for ck in cks if entry else ():
+        if isinstance(ck.root, dict) and entry in ck.root and tuple(ck.weights_path) != (entry,):
+            where = ".".join(ck.weights_path) or "(top level)"
+            out.append(f"{ck.path}: the rules' weights_entry is {entry!r} but the weights were taken from "
+                       f"{where!r}; open it with checkpoint.open_with_entry")
+    return out
+
+
 def plan_export(pre_ck, ft_ck, *, rules=None, layout: str | None = None, dtype: str = "keep",
                 alpha: float | None = None, missing: str = "pretrained", config: str = "plain",
                 suggest: bool = False) -> ExportPlan:
@@ -461,6 +474,7 @@ def plan_export(pre_ck, ft_ck, *, rules=None, layout: str | None = None, dtype: 
 
     problems: list[str] = []
     notes: list[str] = []
+    problems += _entry_mismatches(rules, pre_ck, ft_ck)
     kind = _kind(pre_ck)
     ft_kind = _kind(ft_ck)
     if kind == "unknown":
@@ -1235,12 +1249,14 @@ def export(pre_path, ft_path, out_path, *, rules=None, layout: str | None = None
            force: bool = False, trust: bool = False, suggest: bool = False,
            progress: Progress | None = None) -> ExportReport:
     """One call: open both files, plan, refuse on problems, write. The library form of the CLI."""
-    from .checkpoint import open_checkpoint
+    from .checkpoint import open_with_entry
     from .rules import load_rules
 
     if isinstance(rules, (str, os.PathLike)):
         rules = load_rules(rules)
-    with open_checkpoint(pre_path, trust=trust) as pre, open_checkpoint(ft_path, trust=trust) as ft:
+    entry = rules.weights_entry if rules is not None else None
+    with open_with_entry(pre_path, trust=trust, weights_entry=entry) as pre, \
+            open_with_entry(ft_path, trust=trust, weights_entry=entry) as ft:
         plan = plan_export(pre, ft, rules=rules, layout=layout, dtype=dtype, alpha=alpha, missing=missing,
                            config=config, suggest=suggest)
         return run_export(plan, out_path, force=force, progress=progress)

@@ -118,3 +118,39 @@ def test_config_keep_writes_hparams_back(tmp_path, capsys, monkeypatch):
     finally:
         sys.modules.pop("utils", None)
     assert type(kept["config"]).__module__ == "utils" and kept["config"].model.version == "v1"
+
+
+def test_rules_weights_entry_picks_the_state_dict_exported(tmp_path):
+    """A training file holding two state dicts: the rules' weights_entry decides which one is
+    exported (as it decides which one diff shows); the library refuses a plan made otherwise."""
+    import subprocess
+    import sys
+
+    from gsvinspect.checkpoint import open_checkpoint
+    from gsvinspect.export import plan_export
+    from gsvinspect.rules import load_rules
+
+    pre_p, ft_p = synth.write_pair(tmp_path / "d", "sovits-D", "v1", scale=SCALE)
+    real = torch.load(ft_p, map_location="cpu", weights_only=True)["model"]
+    decoy = {k: torch.zeros_like(v) for k, v in real.items()}
+    two = tmp_path / "D_two.pth"
+    torch.save({"model": decoy, "ema_model": real, "iteration": 9}, two)
+    rules = tmp_path / "entry.toml"
+    rules.write_text('weights_entry = "ema_model"\n')
+
+    def export(*extra):
+        out = tmp_path / f"out{len(extra)}.pth"
+        proc = subprocess.run([sys.executable, "-m", "gsvinspect", "export", str(pre_p), str(two), "-o", str(out),
+                               "--json", *extra], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return torch.load(out, map_location="cpu", weights_only=True)["weight"]
+
+    with_rules = export("--rules", str(rules))
+    assert all(torch.equal(with_rules[k], real[k].to(with_rules[k].dtype)) for k in real)
+    assert any(v.abs().sum() > 0 for v in with_rules.values())
+    without = export()
+    assert all(v.abs().sum() == 0 for v in without.values())    # the file's own choice: "model"
+
+    with open_checkpoint(pre_p) as pre, open_checkpoint(two) as ft:
+        plan = plan_export(pre, ft, rules=load_rules(rules))
+    assert any("weights_entry is 'ema_model'" in p and "D_two.pth" in p for p in plan.problems)

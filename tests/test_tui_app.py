@@ -417,3 +417,24 @@ async def test_rendered_lines_show_marks_sides_and_change(demo):
         assert emb.count("f16") == 2 and " = " in emb and "%" in emb and "█" in emb
         group = next(ln for ln in text.splitlines() if ln.startswith("▼ enc_q"))
         assert "103 missing" in group
+
+
+async def test_rules_weights_entry_picks_the_state_dict_shown(tmp_path):
+    """Like diff --rules: a rules file's weights_entry decides which state dict the inspector opens."""
+    import torch
+
+    from gsvinspect import synth
+
+    pre_p, ft_p = synth.write_pair(tmp_path / "d", "sovits-D", "v1", scale=16)
+    real = torch.load(ft_p, map_location="cpu", weights_only=True)["model"]
+    two = tmp_path / "D_two.pth"
+    torch.save({"model": {f"ema.{k}": v for k, v in real.items()}, "ema_model": real, "iteration": 9}, two)
+    rules = tmp_path / "entry.toml"
+    rules.write_text('weights_entry = "ema_model"\n')
+    app = GsvInspectApp(pre_p, two, rules=rules, stats=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        assert app.load_error is None
+        assert tuple(app.session.ft.weights_path) == ("ema_model",)
+        counts = app._counts()                     # every key matched (fp32 training file vs fp16 base)
+        assert "MISSING" not in counts and "UNEXPECTED" not in counts and counts.get("DTYPE_DIFFERS") == 111

@@ -52,12 +52,23 @@ class Session:
 
     # -- loading (worker thread) ------------------------------------------------------------------
     def open(self) -> None:
-        """Open both checkpoints lazily (zip directory + restricted unpickle; no torch)."""
-        from gsvinspect.checkpoint import open_checkpoint
+        """Open both checkpoints lazily (zip directory + restricted unpickle; no torch), taking the
+        state dict that the rules file's ``weights_entry`` names, as ``diff --rules`` does."""
+        from gsvinspect.checkpoint import open_with_entry
 
-        self.pre = open_checkpoint(self.pre_path, trust=self.trust)
+        entry = self._rules_weights_entry()
+        self.pre = open_with_entry(self.pre_path, trust=self.trust, weights_entry=entry)
         if self.ft_path is not None:
-            self.ft = open_checkpoint(self.ft_path, trust=self.trust)
+            self.ft = open_with_entry(self.ft_path, trust=self.trust, weights_entry=entry)
+
+    def _rules_weights_entry(self) -> str | None:
+        """The rules file's weights_entry; None without one (a bad file is reported by realign)."""
+        from gsvinspect.rules import parse_rules
+
+        try:
+            return parse_rules(self.read_rules_file(), source=str(self.rules_path)).weights_entry
+        except RulesError:
+            return None
 
     def read_rules_file(self) -> str:
         if self.rules_path is None:

@@ -49,21 +49,10 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def open_with_entry(path, *, trust: bool, weights_entry: str | None):
-    """Open a checkpoint; a rules file's `weights_entry` wins when the file has that entry."""
-    from ..checkpoint import open_checkpoint
-
-    ck = open_checkpoint(path, trust=trust)
-    root = ck.root
-    if weights_entry and isinstance(root, dict) and weights_entry in root and tuple(ck.weights_path) != (weights_entry,):
-        ck.close()
-        ck = open_checkpoint(path, trust=trust, weights_entry=weights_entry)
-    return ck
-
-
 def compute_report(args, stack: ExitStack):
     """Build the DiffReport for parsed args; both checkpoints are opened into `stack`, which closes them."""
     from ..align import align
+    from ..checkpoint import open_with_entry
     from ..diff_report import DiffReport, FileSide
     from ..errors import UsageError
     from ..knowledge import diagnose

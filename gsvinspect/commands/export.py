@@ -69,7 +69,7 @@ def _list(con, title: str, items: list[tuple[str, str]], limit: int = 40) -> Non
 
 
 def run(args) -> int:
-    from ..checkpoint import open_checkpoint
+    from ..checkpoint import open_with_entry
     from ..errors import UsageError
     from ..export import plan_export, run_export
     from ..output import console, emit_json
@@ -82,8 +82,9 @@ def run(args) -> int:
 
         rules = load_rules(args.rules)
     con = None if args.json else console()
-    with open_checkpoint(args.pretrained, trust=args.trust) as pre, \
-            open_checkpoint(args.finetuned, trust=args.trust) as ft:
+    entry = rules.weights_entry if rules is not None else None
+    with open_with_entry(args.pretrained, trust=args.trust, weights_entry=entry) as pre, \
+            open_with_entry(args.finetuned, trust=args.trust, weights_entry=entry) as ft:
         plan = plan_export(pre, ft, rules=rules, layout=args.layout, dtype=args.dtype, alpha=args.alpha,
                            missing=args.missing, config=args.config, suggest=args.suggest)
         if args.dry_run:

@@ -61,7 +61,7 @@ def run_suggest(args) -> int:
 def run_check(args) -> int:
     from ..errors import UsageError
     from ..rules import load_rules
-    from .diff import open_with_entry
+    from ..checkpoint import open_with_entry
 
     rules = load_rules(args.file)
     print(f"{args.file}: OK, {len(rules.rules)} rule{'s' if len(rules.rules) != 1 else ''}"
