@@ -133,9 +133,11 @@ class _Pool:
         """Read what the children have sent (waiting up to `timeout`) and report finished jobs."""
         if not self.children:
             return
-        ready, _, _ = select.select(list(self.children), [], [], timeout)
-        for fd in ready:
-            pid, buf = self.children[fd]
+        poller = select.poll()          # not select(): fd numbers past 1024 are possible in a big app
+        for fd in self.children:
+            poller.register(fd, select.POLLIN)
+        for fd, _ in poller.poll(timeout * 1000):
+            buf = self.children[fd][1]
             data = os.read(fd, 1 << 16)
             if not data:                              # the child exited (or died)
                 os.close(fd)
