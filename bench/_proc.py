@@ -47,3 +47,15 @@ def split_peak(stderr: str) -> tuple[str, float]:
 def gsvinspect_code(*argv: str) -> str:
     """Code that runs the gsvinspect CLI exactly like the console script does."""
     return f"from gsvinspect.cli import main; sys.exit(main({list(argv)!r}))"
+
+
+def read_floor(paths) -> float:
+    """Seconds of one pass that only reads the files' bytes (page cache warm: the machine's floor)."""
+    buf = bytearray(8 << 20)
+    mv = memoryview(buf)
+    t0 = time.perf_counter()
+    for p in paths:
+        with open(p, "rb", buffering=0) as fh:
+            while fh.readinto(mv):
+                pass
+    return time.perf_counter() - t0

@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _proc import PEAK_PRELUDE, gsvinspect_code, split_peak  # noqa: E402
+from _proc import PEAK_PRELUDE, gsvinspect_code, read_floor, split_peak  # noqa: E402
 
 NAIVE = r"""
 import sys, time, torch
@@ -47,17 +47,6 @@ for k in a:
               torch.nn.functional.cosine_similarity(x.reshape(-1), y.reshape(-1), 0).item(), d.abs().max().item())
 print(time.perf_counter() - t0, len(out))
 """
-
-
-def read_floor(paths) -> float:
-    buf = bytearray(8 << 20)
-    mv = memoryview(buf)
-    t0 = time.perf_counter()
-    for p in paths:
-        with open(p, "rb", buffering=0) as fh:
-            while fh.readinto(mv):
-                pass
-    return time.perf_counter() - t0
 
 
 def timed(code: str, *argv: str) -> tuple[float, str, float]:

@@ -28,6 +28,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _proc import read_floor  # noqa: E402
 
 RSS_ANON = r"""
 def rss_anon(field="RssAnon:"):
@@ -117,17 +120,6 @@ def run_child(code: str, args: list[str]) -> tuple[float, str]:
     return wall, proc.stdout.strip()
 
 
-def read_floor(paths: list[Path]) -> float:
-    buf = bytearray(8 << 20)
-    mv = memoryview(buf)
-    t0 = time.perf_counter()
-    for p in paths:
-        with open(p, "rb", buffering=0) as fh:
-            while fh.readinto(mv):
-                pass
-    return time.perf_counter() - t0
-
-
 def sum_floor(nbytes: int) -> float:
     import numpy as np
 
@@ -192,8 +184,8 @@ def main() -> None:
     print(f"engine vs sum floor:  {t_eng / t_sum:5.1f}x slower")
     print(f"private RSS:          engine {anon_eng} MB vs naive {anon_naive} MB "
           f"({int(anon_eng) / max(1, int(anon_naive)):.1%})")
-    print("peak RSS (the child's own VmHWM) counts the mapped file pages the engine "
-          "reads; 'private' is RssAnon (heap), measured at the end of each run with the data live. "
+    print("peak RSS is the child's own VmHWM (the engine preads big tensors, so few file pages are "
+          "mapped); 'private' is RssAnon (heap), measured at the end of each run with the data live. "
           "Engine: best of 3 runs.")
 
 
