@@ -411,7 +411,34 @@ def _to_f64(src: np.ndarray, kind: str) -> np.ndarray:
 
 def _exact(a: np.ndarray | None, b: np.ndarray | None, starts: np.ndarray,
            a16: bool, b16: bool) -> np.ndarray:
-    """fp64 partials per segment (rows), NaN/Inf aware. a, b: float64 arrays (None = absent)."""
+    """fp64 partials per segment (rows), NaN/Inf aware. a, b: float64 arrays (None = absent).
+
+    First without any NaN/Inf handling (half the passes): when every sum comes out finite there
+    was no NaN or Inf to handle, otherwise :func:`_exact_nan_aware` redoes it.
+    """
+    out = np.zeros((len(starts), _NSLOTS), dtype=np.float64)
+    with np.errstate(all="ignore"):
+        if a is not None:
+            out[:, _P] = np.add.reduceat(a * a, starts)
+        if b is not None:
+            out[:, _F] = np.add.reduceat(b * b, starts)
+        d = b - a if a is not None and b is not None else None
+        if d is not None:
+            out[:, _D] = np.add.reduceat(d * d, starts)
+    if not np.isfinite(out[:, (_P, _F, _D)]).all():
+        return _exact_nan_aware(a, b, starts, a16, b16)
+    for x, is16, s_sq, s_ovf in ((a, a16, _P, _OVFP), (b, b16, _F, _OVFF)):
+        if x is not None and not is16 and (out[:, s_sq] >= OVERFLOW16 * OVERFLOW16).any():
+            out[:, s_ovf] = np.add.reduceat(np.abs(x) >= OVERFLOW16, starts, dtype=np.int64)
+    if d is not None:
+        out[:, _MAXD] = np.maximum.reduceat(np.abs(d), starts)
+        out[:, _CHG] = np.add.reduceat(d != 0, starts, dtype=np.int64)
+    return out
+
+
+def _exact_nan_aware(a: np.ndarray | None, b: np.ndarray | None, starts: np.ndarray,
+                     a16: bool, b16: bool) -> np.ndarray:
+    """:func:`_exact` for data holding NaN or Inf: NaN-excluded norms, counts, Inf kept."""
     out = np.zeros((len(starts), _NSLOTS), dtype=np.float64)
     masks = []
     for x, is16, (s_sq, s_nan, s_inf, s_ovf) in ((a, a16, (_P, _NANP, _INFP, _OVFP)),

@@ -327,3 +327,44 @@ def test_f16_bit_conversion_is_bit_exact_for_every_half():
     with np.errstate(invalid="ignore"):   # signalling NaNs warn in a float32 -> float64 cast
         want64 = want.astype(np.float64)
     assert np.array_equal(_to_f64(every.view(np.float16), "f16"), want64, equal_nan=True)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_small_tensors_packed_together_with_edge_values(device, monkeypatch):
+    """Tensors under 64K elements go through the packed fp64 path (finite fast path first, the
+    NaN-aware path when a sum comes out non-finite): each must still match the reference alone."""
+    device = engine_device(device, monkeypatch)
+    rng = np.random.default_rng(11)
+    pre, ft = {}, {}
+    for i in range(40):
+        dt = ("float32", "float16", "bfloat16")[i % 3]
+        x = rng.standard_normal(100 + 37 * i).astype(np.float32)
+        y = x + np.float32(0.01) * rng.standard_normal(x.size).astype(np.float32)
+        if i == 7:
+            x[3] = np.nan                        # NaN on one side
+        if i == 10:
+            y = x.copy()                         # identical
+        if i == 12:
+            x[:5] = 70000.0                      # finite fp32 values an fp16 cast turns into inf
+            y[:5] = -70000.0
+        if i == 13:
+            y[0] = np.inf
+        pre[f"m.{i}"] = encode(x, dt if i not in (12,) else "float32")
+        ft[f"m.{i}"] = encode(y, dt if i not in (12,) else "float32")
+    pc, fc = FakeCk(pre), FakeCk(ft)
+    r = compute_stats(pc, fc, [(k, k, k) for k in pre], device=device)
+    for k in pre:
+        a, b = decode64(*pre[k]), decode64(*ft[k])
+        ts = r.per_key[k]
+        if k in ("m.13",):
+            assert ts.inf_ft == 1 and ts.norm_ft == math.inf
+            continue
+        ref = reference(a, b)
+        if k == "m.7":
+            ref.pop("cosine")                    # the reference's plain dot product is NaN there
+        check(ts, ref)
+    assert r.per_key["m.7"].nan_pre == 1 and r.per_key["m.7"].nan_ft == 0
+    assert r.per_key["m.10"].changed == 0 and r.per_key["m.10"].norm_diff == 0.0
+    assert r.per_key["m.12"].overflow16_pre == 5 and r.per_key["m.12"].overflow16_ft == 5
+    assert r.per_key["m.12"].max_abs_diff == 140000.0
+    assert all(r.per_key[f"m.{i}"].overflow16_pre == 0 for i in range(40) if i != 12)
