@@ -3,7 +3,7 @@
 Why a dedicated engine: the obvious loop (``torch.load`` both files, then per key ``.float()``,
 subtract, ``norm``) imports torch (~1.1 s), copies every byte twice, allocates full-size fp32
 temporaries, and a single fp32 ``vector_norm`` over 150M elements was seen 3.5 % low. Here every
-byte of the mapped files is read once, in blocks that stay in cache, with fp64 totals.
+byte of the files is read once, in blocks that stay in cache, with fp64 totals.
 
 What is computed (:class:`TensorStats`), per target of ``Alignment.triples()``:
 
@@ -18,9 +18,10 @@ Definitions and edge cases (documented behaviour, relied on by the tests):
 
 * **Precision.** Pairs are compared in fp32 (fp16 / bf16 / fp32 sides, mixed dtypes included:
   fp16 pretrained vs fp32 fine-tune is the usual case), or fp64 when a side is fp64 or integer.
-  Sums of squares are taken over blocks of at most 256K elements and added up in fp64; any block
-  whose fp32 sums are not finite or underflow (NaN, Inf, huge or tiny values) is redone in fp64.
-  Results agree with an fp64 reference to ~1e-6 relative.
+  Sums of squares are fp32 dot products over runs of 4096 elements, added up in fp64; any block
+  (256K elements) whose sums are not finite or may have underflowed (NaN, Inf, huge or tiny
+  values) is redone in fp64. Tensors under 64K elements are packed together and summed as exact
+  fp64 squares. Results agree with an fp64 reference to ~1e-6 relative.
 * **rel_change** is ``‖Δ‖/‖pre‖``; when ``‖pre‖ = 0`` it is 0.0 if ``Δ = 0`` and ``inf`` otherwise.
 * **cosine** is computed as ``1 - (‖Δ‖² - (‖pre‖-‖ft‖)²) / (2‖pre‖‖ft‖)``, which is exact algebra
   and keeps full precision when the sides are nearly equal (``1-cos`` comes from ‖Δ‖, not from
@@ -42,14 +43,16 @@ block with ``pread`` from a second fd of the same file into reused buffers (half
 faulting the mapping in; the mapping is the fallback), converted to fp32 (fp16 by a 4-pass bit
 conversion, numpy's own cast being scalar) and reduced, all sides of a block in each call. Inputs
 over 64 MB are shared between the calling thread and forked worker processes, one per core up to
-8 (threads do not scale here: see :mod:`gsvinspect.forked_pool`). ``"cuda"`` is torch on the GPU (raises UsageError when CUDA is not available):
-tensors are packed per dtype pair into chunks of ``chunk_elems`` elements (each segment padded to
-1024 elements), copied from the mapped files into pinned host buffers by a reader thread that
-starts before torch is imported (so CUDA start-up overlaps the reading), moved with async copies
-on a side stream and reduced in fp64 on the GPU; GPU memory stays below about 80 bytes x
-``chunk_elems``. ``"torch-cpu"`` runs that same torch code on the CPU (for tests and comparison).
-``"auto"`` (default) uses CUDA only when it should win *including* its start-up: the data must
-exceed what the CPU path does in the start-up time, see :func:`choose_device` for the rule.
+8 (threads do not scale here: see :mod:`gsvinspect.forked_pool`).
+
+``"cuda"`` is torch on the GPU (raises UsageError when CUDA is not available): tensors are
+packed per dtype pair into chunks of ``chunk_elems`` elements (each segment padded to 1024
+elements), read into pinned host buffers (``pread`` straight in where the dtype matches) by a
+reader thread that starts before torch is imported (so CUDA start-up overlaps the reading),
+moved with async copies on a side stream and reduced in fp64 on the GPU; GPU memory stays below
+about 80 bytes x ``chunk_elems``. ``"torch-cpu"`` runs that same torch code on the CPU (for tests
+and comparison). ``"auto"`` (default) uses CUDA only when it should win *including* its
+start-up, see :func:`choose_device` for the rule.
 
 Progress and cancellation: ``progress(done_bytes, total_bytes)`` is called at most ~20 times a
 second plus once at the end (bytes of both sides' tensors). ``on_result(target, TensorStats)`` is
