@@ -186,7 +186,7 @@ class _Pool:
             os.close(res_r)
             for fd in self.children:                  # the other children's result pipes
                 os.close(fd)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the parent's to handle
+            _quiet_signals()
             while True:
                 tok = _read_token(tok_r)
                 if tok is None:
@@ -204,6 +204,22 @@ class _Pool:
             pass
         finally:
             os._exit(0)
+
+
+def _quiet_signals() -> None:
+    """In a child: no inherited Python signal handler may run here (an app's SIGWINCH handler
+    would poke the parent's event loop through the shared wakeup fd); Ctrl-C is the parent's."""
+    try:
+        signal.set_wakeup_fd(-1)
+    except (ValueError, OSError):
+        pass
+    for sig in signal.valid_signals():
+        try:
+            if callable(signal.getsignal(sig)):
+                signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError, RuntimeError):
+            pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _feed(tok_w: int, n_jobs: int) -> None:

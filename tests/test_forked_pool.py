@@ -139,3 +139,28 @@ def test_children_work_when_forked_from_a_non_main_thread():
     t.join()
     assert len(pids) >= 2 and os.getpid() in pids
     assert _no_children_left()
+
+
+def test_children_do_not_run_the_parents_signal_handlers(tmp_path):
+    """An app's handler (Textual's SIGWINCH, say) must not run in a child: the terminal sends
+    a resize to the whole process group."""
+    import signal
+
+    marks = tmp_path / "handled"
+
+    def handler(signum, frame):
+        with open(marks, "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+
+    def work(i):
+        os.kill(os.getpid(), signal.SIGWINCH)
+        time.sleep(0.005)
+        return _rows(i)
+
+    old = signal.signal(signal.SIGWINCH, handler)
+    try:
+        run_jobs(20, work, lambda i, rows: None, processes=3, width=WIDTH)
+    finally:
+        signal.signal(signal.SIGWINCH, old)
+    pids = set(marks.read_text().split()) if marks.exists() else set()
+    assert pids == {str(os.getpid())}
