@@ -122,8 +122,9 @@ def main(argv=None) -> int:
     ok = worst_info_ls < INFO_LS_BOUND_MIB
     print(f"\nbound: info/ls peak RSS < {INFO_LS_BOUND_MIB} MiB whatever the file size -> "
           f"{'holds' if ok else 'VIOLATED'} (worst {worst_info_ls:.0f} MiB)")
-    print("diff with statistics touches every tensor through the mapping: its RSS includes file pages the "
-          "kernel may drop; its anonymous memory is the bound that matters")
+    print("diff with statistics reads big tensors with pread into a few MB of reused buffers per worker "
+          "process (children not counted here: each holds about as much again); small tensors and "
+          "fallbacks go through the mapping, whose pages the kernel may drop")
     return 0 if ok else 1
 
 
