@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from gsvinspect import stats
 from gsvinspect.meta import TensorInfo
 
+
+
+def _devices() -> list[str]:
+    """The engine's devices under test; "cuda" joins on a machine with a GPU (GSV_TEST_CUDA=0: not)."""
+    devices = ["cpu", "cpu-forked", "torch-cpu"]
+    if os.environ.get("GSV_TEST_CUDA", "") != "0":
+        import torch
+
+        if torch.cuda.is_available():
+            devices.append("cuda")
+    return devices
+
+
 # "cpu-forked" is the CPU engine with its worker processes forced on, however small the input
-DEVICES = ["cpu", "cpu-forked", "torch-cpu"]
+DEVICES = _devices()
 
 
 def engine_device(device: str, monkeypatch) -> str:
