@@ -102,11 +102,13 @@ class _Pool:
                     self._finish(i, self.work(i))
         finally:
             self._stop_children()
-            os.close(tok_r)                          # a feeder still writing gets EPIPE and ends
+            if feeder is not None:                   # let a feeder still writing finish (no EPIPE,
+                while os.read(tok_r, 1 << 16):       # which kills apps that restore SIGPIPE's default)
+                    pass
+                feeder.join()
+            os.close(tok_r)
             if tok_w >= 0:
                 os.close(tok_w)
-            if feeder is not None:
-                feeder.join()
 
     def _fork(self, tok_r: int, tok_w: int) -> None:
         res_r, res_w = os.pipe()
@@ -226,7 +228,7 @@ def _feed(tok_w: int, n_jobs: int) -> None:
     try:
         for lo in range(0, n_jobs, 1024):
             _write_all(tok_w, np.arange(lo, min(lo + 1024, n_jobs), dtype="<i4").tobytes())
-    except OSError:            # the parent closed the read end: cancelled or failed
+    except OSError:            # nothing to report from here: the parent sees the missing jobs
         pass
     finally:
         os.close(tok_w)

@@ -164,3 +164,20 @@ def test_children_do_not_run_the_parents_signal_handlers(tmp_path):
         signal.signal(signal.SIGWINCH, old)
     pids = set(marks.read_text().split()) if marks.exists() else set()
     assert pids == {str(os.getpid())}
+
+
+def test_cancel_with_more_jobs_than_the_token_pipe_holds():
+    """50,000 jobs (200 KB of tokens, more than a pipe holds): the feeder is still writing when
+    the run is cancelled; stopping must neither hang nor break the pipe."""
+    cancel = threading.Event()
+    seen = []
+
+    def done(i, rows):
+        seen.append(i)
+        if len(seen) == 5:
+            cancel.set()
+
+    t0 = time.perf_counter()
+    run_jobs(50_000, lambda i: (time.sleep(0.001), _rows(i))[1], done, processes=3, width=WIDTH, cancel=cancel)
+    assert time.perf_counter() - t0 < 3.0 and 5 <= len(seen) < 50_000
+    assert _no_children_left()
