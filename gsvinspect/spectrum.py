@@ -56,6 +56,8 @@ class Spectrum:
         if self.frobenius == 0.0:
             return "unchanged"
         small = min(self.shape)
+        if small < MIN_SIDE:
+            return f"too narrow to tell: a {self.shape[0]}×{self.shape[1]} change has at most {small} direction(s)"
         if self.rank90 is not None and self.rank90 <= max(4, small // 20):
             return f"low-rank (LoRA-like): 90% of the change lies in {self.rank90} direction(s)"
         if self.effective_rank >= small / 8:
@@ -63,12 +65,32 @@ class Spectrum:
         return "moderately concentrated change"
 
 
+MIN_SIDE = 16   # below this many rows or columns a spectrum cannot tell low-rank from a rewrite
+
+
+def matrix_shape(shape) -> tuple[int, int] | None:
+    """The 2-D shape the SVD sees: size-1 dims dropped, then (first dim, the rest flattened).
+
+    ``(out, in, k)`` conv weights become ``(out, in*k)``; GPT-SoVITS's relative-position tables
+    ``(1, 2w+1, c)`` become ``(2w+1, c)`` rather than a single row. None when fewer than two
+    dims are left (a vector has no spectrum).
+    """
+    dims = [d for d in shape if d != 1]
+    if len(dims) < 2:
+        return None
+    rest = 1
+    for d in dims[1:]:
+        rest *= d
+    return dims[0], rest
+
+
 def _delta_2d(pre_ck, ft_ck, pre_key: str, ft_key: str) -> tuple[np.ndarray, float]:
     pi, fi = pre_ck.weights[pre_key], ft_ck.weights[ft_key]
     if tuple(pi.shape) != tuple(fi.shape):
         raise UsageError(f"spectrum: shapes differ: {pre_key} {tuple(pi.shape)} vs {ft_key} {tuple(fi.shape)}")
-    if len(pi.shape) < 2:
-        raise UsageError(f"spectrum: {pre_key} is {len(pi.shape)}-D; it needs a 2-D or conv weight")
+    mshape = matrix_shape(pi.shape)
+    if mshape is None:
+        raise UsageError(f"spectrum: {pre_key} {tuple(pi.shape)} is effectively 1-D; it needs a 2-D or conv weight")
     kp, kf = _kind(pi.dtype), _kind(fi.dtype)
     if kp is None or kf is None:
         raise UsageError(f"spectrum: dtypes {pi.dtype}/{fi.dtype} are not compared")
@@ -77,7 +99,7 @@ def _delta_2d(pre_ck, ft_ck, pre_key: str, ft_key: str) -> tuple[np.ndarray, flo
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise UsageError(f"spectrum: {pre_key} holds NaN or Inf; no SVD of a non-finite change")
     norm_pre = float(np.sqrt(np.dot(a, a)))
-    d = (b - a).reshape(pi.shape[0], -1)
+    d = (b - a).reshape(mshape)
     return d, norm_pre
 
 

@@ -6,8 +6,9 @@ alignment rows (metadata only); no tensor is read until `spectrum.spectrum` runs
 
 Functions:
     why_not(row)                    -> why a row has no spectrum, or None.
-    candidates(rows)                -> the rows that have one (paired, same shape, >= 2 dims).
+    candidates(rows, min_side=1)    -> the rows that have one (paired, same shape, a matrix).
     in_module(rows, prefix)         -> the rows under a module prefix.
+    wide_first(rows)                -> candidates at least MIN_SIDE wide (the narrow ones if none is).
     most_changed(rows, n, change)   -> at most n candidates, most changed first.
     named(al, name)                 -> the candidates a --spectrum KEY|MODULE names (UsageError if none).
     of_row(pre_ck, ft_ck, row)      -> the Spectrum of one row, under its target key.
@@ -21,6 +22,7 @@ from typing import Callable, Iterable
 
 from .align import Alignment, Row, Status
 from .errors import UsageError
+from .spectrum import MIN_SIDE, matrix_shape
 
 Change = Callable[[Row], "float | None"]
 
@@ -42,13 +44,17 @@ def why_not(row: Row) -> str | None:
         return None
     if tuple(row.pre.shape) != tuple(row.ft.shape):
         return f"{t}: shapes differ ({_shape(row.pre)} vs {_shape(row.ft)}); Δ needs equal shapes"
-    if len(row.pre.shape) < 2:
-        return f"{t} is {len(row.pre.shape)}-D ({_shape(row.pre)}); a spectrum needs a 2-D or conv weight"
+    if matrix_shape(row.pre.shape) is None:
+        dims = f"{len(row.pre.shape)}-D" if len(row.pre.shape) < 2 else "effectively 1-D"
+        return f"{t} is {dims} ({_shape(row.pre)}); a spectrum needs a 2-D or conv weight"
     return None
 
 
-def candidates(rows: Iterable[Row]) -> list[Row]:
-    return [r for r in rows if why_not(r) is None]
+def candidates(rows: Iterable[Row], *, min_side: int = 1) -> list[Row]:
+    """Rows with a spectrum; `min_side` also leaves out matrices narrower than that (picks made
+    for the user skip those whose spectrum cannot say much)."""
+    return [r for r in rows if why_not(r) is None
+            and (r.pre is None or min(matrix_shape(r.pre.shape)) >= min_side)]
 
 
 def in_module(rows: Iterable[Row], prefix: str) -> list[Row]:
@@ -58,6 +64,12 @@ def in_module(rows: Iterable[Row], prefix: str) -> list[Row]:
 
 def _rank(c: float | None) -> float:
     return -math.inf if c is None or math.isnan(c) else c
+
+
+def wide_first(rows: Iterable[Row]) -> list[Row]:
+    """The candidates at least MIN_SIDE wide, or, when there are none, the narrower ones."""
+    rows = list(rows)
+    return candidates(rows, min_side=MIN_SIDE) or candidates(rows)
 
 
 def most_changed(rows: Iterable[Row], n: int, change: Change | None = None) -> list[Row]:
@@ -93,7 +105,7 @@ def named(al: Alignment, name: str) -> list[Row]:
     inside = in_module(al.rows, prefix) if prefix else []
     if not inside:
         raise UsageError(f"spectrum: no key or module {name!r} in the aligned pair{_close(name, al)}")
-    found = candidates(inside)
+    found = wide_first(inside)
     if not found:
         raise UsageError(f"spectrum: module {prefix} has no paired 2-D weight of one shape on both sides "
                          f"({len(inside)} keys: 1-D, unpaired or of another shape)")

@@ -117,3 +117,12 @@ def test_spectrum_on_cuda_without_cuda_is_a_usage_error(pair):
     res = run_sub("diff", *pair, "--no-stats", "--spectrum", "enc.low.weight", "--device", "cuda")
     assert res.returncode == 2 and res.stderr.count("\n") == 1
     assert "CUDA is not available" in res.stderr and "--device cpu" in res.stderr
+
+
+def test_spectrum_top_leaves_out_matrices_too_narrow_to_tell(pair):
+    """The 8x8 blocks moved the most, but an 8-wide change has at most 8 directions: picked for
+    the user, they are left out; named, they come with a verdict that says so."""
+    d = diff_json(pair, "--spectrum-top", "30")
+    assert d["spectra"] and all(min(s["shape"]) >= 16 for s in d["spectra"])
+    d = diff_json(pair, "--spectrum", "blocks.17.weight")
+    assert d["spectra"][0]["verdict"].startswith("too narrow to tell: a 8×8 change")

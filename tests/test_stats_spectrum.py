@@ -74,3 +74,23 @@ def test_spectrum_refuses_what_it_cannot_do():
     if not torch.cuda.is_available():
         with pytest.raises(UsageError, match="CUDA"):
             spectrum(pc, pc, "w", "w", device="cuda")
+
+
+@pytest.mark.parametrize("shape,want", [((64, 48), (64, 48)), ((32, 16, 3), (32, 48)), ((1, 9, 96), (9, 96)),
+                                        ((192, 1, 5), (192, 5)), ((64,), None), ((1, 64), None), ((64, 1, 1), None)])
+def test_matrix_shape_drops_size_1_dims(shape, want):
+    """What the SVD sees: GPT-SoVITS's relative-position tables (1, 2w+1, c) are (2w+1) x c, not one row."""
+    from gsvinspect.spectrum import matrix_shape
+
+    assert matrix_shape(shape) == want
+
+
+def test_relative_position_table_is_seen_as_a_matrix():
+    rng = np.random.default_rng(4)
+    pre = rng.standard_normal((1, 9, 96)).astype(np.float32)
+    delta = np.zeros_like(pre)
+    delta[0] = 0.01 * np.outer(rng.standard_normal(9), rng.standard_normal(96))   # rank 1 over 9 x 96
+    pc, fc = _pair(pre, delta)
+    sp = spectrum(pc, fc, "w", "w", device="cpu")
+    assert sp.shape == (9, 96) and sp.rank90 == 1
+    assert sp.verdict.startswith("too narrow to tell: a 9×96 change has at most 9 direction(s)")

@@ -148,9 +148,9 @@ class Session:
         """At most `n` paired 2-D weights under `prefix`, the largest `change` first."""
         if self.alignment is None:
             return []
-        from gsvinspect.spectrum_pick import in_module, most_changed
+        from gsvinspect.spectrum_pick import in_module, most_changed, wide_first
 
-        return most_changed(in_module(self.alignment.rows, prefix), n, change)
+        return most_changed(wide_first(in_module(self.alignment.rows, prefix)), n, change)
 
     def spectrum(self, row: Any) -> Any:  # worker thread
         """Spectrum of one aligned row's change (spectrum_pick.of_row); raises GsvError when it cannot."""

@@ -106,6 +106,7 @@ def _spectra(pre, ft, al, report, asked, args):
     ranking is skipped with a note instead, like a capped module.
     """
     from ..errors import UsageError
+    from ..spectrum import MIN_SIDE
     from ..spectrum_pick import candidates, most_changed, of_row
 
     change = _change_of(report.stats)
@@ -122,7 +123,7 @@ def _spectra(pre, ft, al, report, asked, args):
         if change is None:
             notes.append(f"--spectrum-top: no stats to rank by ({report.stats_error or 'no paired tensors'})")
         else:
-            moved = [r for r in candidates(al.rows) if (change(r) or 0) > 0]
+            moved = [r for r in candidates(al.rows, min_side=MIN_SIDE) if (change(r) or 0) > 0]
             picks += [(r, False) for r in most_changed(moved, args.spectrum_top, change)]
     spectra, seen = [], set()
     for row, is_key in picks:
