@@ -25,7 +25,7 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from .errors import UsageError
-from .stats import (StatsResult, TensorStats, _flat, _kind, _to_f64, cosine_from_sums, one_minus_cosine_from_sums,
+from .stats import (StatsResult, TensorStats, cosine_from_sums, one_minus_cosine_from_sums, read_f64,
                     rel_change)
 from .symbols import UNKNOWN, UNUSED, Symbol, label_rows, languages, symbol_set_for_rows
 
@@ -229,12 +229,9 @@ class RowChanges:
 
 def _read_2d(ck, key: str) -> np.ndarray:
     info = ck.weights[key]
-    kind = _kind(info.dtype)
-    if kind is None:
-        raise UsageError(f"{key}: dtype {info.dtype} is not a number type")
     if len(info.shape) != 2:
         raise UsageError(f"{key}: an embedding table is 2-D, this is {tuple(info.shape)}")
-    return _to_f64(_flat(ck, key), kind).reshape(info.shape)
+    return read_f64(ck, key).reshape(info.shape)
 
 
 def embedding_rows(pre_ck, ft_ck, pre_key: str, ft_key: str, *,

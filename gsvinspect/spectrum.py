@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import UsageError
-from .stats import _cuda_available, _cuda_driver_present, _flat, _kind, _to_f64
+from .stats import _cuda_available, _cuda_driver_present, read_f64
 
 _GPU_MIN_ELEMS = 1 << 22
 _FULL_MAX_ELEMS = 1 << 24
@@ -91,11 +91,8 @@ def _delta_2d(pre_ck, ft_ck, pre_key: str, ft_key: str) -> tuple[np.ndarray, flo
     mshape = matrix_shape(pi.shape)
     if mshape is None:
         raise UsageError(f"spectrum: {pre_key} {tuple(pi.shape)} is effectively 1-D; it needs a 2-D or conv weight")
-    kp, kf = _kind(pi.dtype), _kind(fi.dtype)
-    if kp is None or kf is None:
-        raise UsageError(f"spectrum: dtypes {pi.dtype}/{fi.dtype} are not compared")
-    a = _to_f64(_flat(pre_ck, pre_key), kp)
-    b = _to_f64(_flat(ft_ck, ft_key), kf)
+    a = read_f64(pre_ck, pre_key, "spectrum: ")
+    b = read_f64(ft_ck, ft_key, "spectrum: ")
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise UsageError(f"spectrum: {pre_key} holds NaN or Inf; no SVD of a non-finite change")
     norm_pre = float(np.sqrt(np.dot(a, a)))

@@ -79,7 +79,6 @@ from .errors import CheckpointError, UsageError
 from .forked_pool import run_jobs
 
 OVERFLOW16 = 65520.0   # |x| >= this becomes Inf in a round-to-nearest cast to float16
-FP16_MAX = 65504.0     # largest finite float16
 
 DEFAULT_CHUNK_ELEMS = 1 << 22        # elements per job (CPU) / per packed chunk (torch)
 _BLOCK = 1 << 18                     # elements per block of the CPU kernel (a few MB of scratch)
@@ -203,6 +202,14 @@ class _Target:
     nbytes: int = 0
 
     @property
+    def kind_pre(self) -> str | None:
+        return _kind(self.pre.dtype) if self.pre is not None else None
+
+    @property
+    def kind_ft(self) -> str | None:
+        return _kind(self.ft.dtype) if self.ft is not None else None
+
+    @property
     def numel(self) -> int:
         if self.mode == "pair":
             return self.pre.numel
@@ -249,30 +256,33 @@ def _plan(pre_ck, ft_ck, triples) -> list[_Target]:
     return out
 
 
-def _pieces(pre_ck, ft_ck, t: _Target):
-    """What to read for `t` (both paths): ``(side, pre_arr, pre_kind, ft_arr, ft_kind, numel)``.
+def _pieces(t: _Target):
+    """What to read for `t`, from metadata only: ``(side, pre kind, ft kind, numel, bytes)``.
 
-    side is ``"pair"`` (both flat arrays) or ``"pre"`` / ``"ft"`` (that side alone, the other's
-    array and kind None); skipped targets and empty tensors yield nothing.
+    side is ``"pair"`` or ``"pre"`` / ``"ft"`` (that side alone, the other kind None); skipped
+    targets and empty tensors yield nothing. Nothing is read here: planning stays cheap, and the
+    arrays are made by whoever reads them (:func:`_sources`).
     """
     if t.mode == "skip":
         return
-    a = _flat(pre_ck, t.pre_key) if t.pre_key is not None else None
-    b = _flat(ft_ck, t.ft_key) if t.ft_key is not None else None
-    ka = _kind(t.pre.dtype) if a is not None else None
-    kb = _kind(t.ft.dtype) if b is not None else None
     if t.mode == "pair":
-        pieces = [("pair", a, ka, b, kb)]
-    else:
-        pieces = []
-        if a is not None:
-            pieces.append(("pre", a, ka, None, None))
-        if b is not None:
-            pieces.append(("ft", None, None, b, kb))
-    for side, x, kx, y, ky in pieces:
-        n = (x if x is not None else y).shape[0]
-        if n:
-            yield side, x, kx, y, ky, n
+        if t.pre.numel:
+            yield "pair", t.kind_pre, t.kind_ft, t.pre.numel, t.pre.nbytes + t.ft.nbytes
+        return
+    if t.pre is not None and t.pre.numel:
+        yield "pre", t.kind_pre, None, t.pre.numel, t.pre.nbytes
+    if t.ft is not None and t.ft.numel:
+        yield "ft", None, t.kind_ft, t.ft.numel, t.ft.nbytes
+
+
+def _sources(pre_ck, ft_ck, t: _Target, side: str, files: "_Files") -> tuple:
+    """``(pre _Src | None, ft _Src | None)`` of a piece of `t` (both paths)."""
+    sa = sb = None
+    if side in ("pair", "pre"):
+        sa = files.src(pre_ck, t.pre_key, _flat(pre_ck, t.pre_key), t.kind_pre)
+    if side in ("pair", "ft"):
+        sb = files.src(ft_ck, t.ft_key, _flat(ft_ck, t.ft_key), t.kind_ft)
+    return sa, sb
 
 
 def _squeezed(shape) -> tuple[int, ...]:
@@ -373,11 +383,8 @@ def _f16_to_f32_finite(h: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def f16_bits_to_f32(h: np.ndarray, out: np.ndarray, tmp: np.ndarray | None = None) -> np.ndarray:
-    """float16 bits -> float32 in `out`, bit-exact for all 65,536 patterns (inf and NaN payloads too).
-
-    `tmp` is accepted for callers of the earlier signature and unused.
-    """
+def f16_bits_to_f32(h: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """float16 bits -> float32 in `out`, bit-exact for all 65,536 patterns (inf and NaN payloads too)."""
     _f16_to_f32_finite(h, out)
     if out.size and (out.max() >= 65536.0 or out.min() <= -65536.0):   # only exponent 31 lands here
         u = h.view(np.uint16)
@@ -401,6 +408,19 @@ def _to_f32_into(src: np.ndarray, kind: str, out: np.ndarray) -> np.ndarray:
     # bf16: the bits are the top half of a float32
     np.left_shift(src, 16, out=out.view(np.uint32), dtype=np.uint32)
     return out
+
+
+def read_f64(ck, key: str, what: str = "") -> np.ndarray:
+    """The exact fp64 values of tensor `key`, flattened (the embedding rows and spectra read this).
+
+    Raises:
+        UsageError: a dtype that is not compared (complex, float8); `what` prefixes the message.
+    """
+    dtype = ck.weights[key].dtype
+    kind = _kind(dtype)
+    if kind is None:
+        raise UsageError(f"{what}{key}: dtype {dtype} is not compared")
+    return _to_f64(_flat(ck, key), kind)
 
 
 def _to_f64(src: np.ndarray, kind: str) -> np.ndarray:
@@ -788,24 +808,6 @@ class _Progress:
             self.cb(self.done, self.total)
 
 
-def _cpu_pieces(t: _Target):
-    """What to read for `t`, from metadata only: ``(side, pre kind, ft kind, numel, bytes)``.
-
-    Like :func:`_pieces` but without touching the files, so planning stays cheap; the workers
-    make the arrays of the jobs they take.
-    """
-    if t.mode == "skip":
-        return
-    if t.mode == "pair":
-        if t.pre.numel:
-            yield "pair", _kind(t.pre.dtype), _kind(t.ft.dtype), t.pre.numel, t.pre.nbytes + t.ft.nbytes
-        return
-    if t.pre is not None and t.pre.numel:
-        yield "pre", _kind(t.pre.dtype), None, t.pre.numel, t.pre.nbytes
-    if t.ft is not None and t.ft.numel:
-        yield "ft", None, _kind(t.ft.dtype), t.ft.numel, t.ft.nbytes
-
-
 def _cpu_jobs(targets: list[_Target], chunk_elems: int) -> list[tuple]:
     """Cut the work into jobs: ``(kind, args, [(target_idx, bytes)])``, kind "pair" | "side" | "packed".
 
@@ -826,7 +828,7 @@ def _cpu_jobs(targets: list[_Target], chunk_elems: int) -> list[tuple]:
 
     step = max(_BLOCK, (chunk_elems // _BLOCK) * _BLOCK)
     for t in targets:
-        for side, _, _, n, nbytes in _cpu_pieces(t):
+        for side, _, _, n, nbytes in _pieces(t):
             if n < _SMALL:
                 t.pending += 1
                 small.append((t.idx, side))
@@ -861,32 +863,20 @@ class _CpuWorker:
         if kind == "packed":
             return _cpu_packed([self._arrays(idx, side) for idx, side in args])
         idx, side, lo, hi = args
-        sa, sb = self._sources(idx)
         t = self.targets[idx]
-        ka = _kind(t.pre.dtype) if t.pre is not None else None
-        kb = _kind(t.ft.dtype) if t.ft is not None else None
+        if self.current is None or self.current[0] != (idx, side):
+            self.current = ((idx, side), _sources(self.pre_ck, self.ft_ck, t, side, self.files))
+        sa, sb = self.current[1]
         if kind == "pair":
-            return [(idx, _cpu_pair(sa, sb, ka, kb, lo, hi, self.cancel, self.scratch))]
-        sx, k = (sa, ka) if side == "pre" else (sb, kb)
+            return [(idx, _cpu_pair(sa, sb, t.kind_pre, t.kind_ft, lo, hi, self.cancel, self.scratch))]
+        sx, k = (sa, t.kind_pre) if side == "pre" else (sb, t.kind_ft)
         return [(idx, _cpu_side(sx, k, side, lo, hi, self.cancel, self.scratch))]
 
     def _arrays(self, idx: int, side: str) -> tuple:
         t = self.targets[idx]
         a = _flat(self.pre_ck, t.pre_key) if side in ("pair", "pre") else None
         b = _flat(self.ft_ck, t.ft_key) if side in ("pair", "ft") else None
-        return (idx, side, a, _kind(t.pre.dtype) if a is not None else None,
-                b, _kind(t.ft.dtype) if b is not None else None)
-
-    def _sources(self, idx: int) -> tuple:
-        if self.current is None or self.current[0] != idx:
-            t = self.targets[idx]
-            sa = sb = None
-            if t.pre_key is not None:
-                sa = self.files.src(self.pre_ck, t.pre_key, _flat(self.pre_ck, t.pre_key), _kind(t.pre.dtype))
-            if t.ft_key is not None:
-                sb = self.files.src(self.ft_ck, t.ft_key, _flat(self.ft_ck, t.ft_key), _kind(t.ft.dtype))
-            self.current = (idx, sa, sb)
-        return self.current[1], self.current[2]
+        return (idx, side, a, t.kind_pre if a is not None else None, b, t.kind_ft if b is not None else None)
 
 
 def _run_cpu(pre_ck, ft_ck, targets: list[_Target], chunk_elems: int, prog: _Progress,
@@ -1063,11 +1053,9 @@ def _torch_groups(pre_ck, ft_ck, targets, files: _Files) -> dict[tuple, list]:
     """Pieces to read per (mode, pre kind, ft kind): ``(target_idx, pre _Src | None, ft _Src | None)``."""
     groups: dict[tuple, list] = {}
     for t in targets:
-        for mode, a, ka, b, kb, _ in _pieces(pre_ck, ft_ck, t):
+        for mode, ka, kb, _, _ in _pieces(t):
             t.pending += 1
-            sa = files.src(pre_ck, t.pre_key, a, ka) if a is not None else None
-            sb = files.src(ft_ck, t.ft_key, b, kb) if b is not None else None
-            groups.setdefault((mode, ka, kb), []).append((t.idx, sa, sb))
+            groups.setdefault((mode, ka, kb), []).append((t.idx, *_sources(pre_ck, ft_ck, t, mode, files)))
     return groups
 
 
