@@ -29,23 +29,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _proc import PEAK_PRELUDE, gsvinspect_code, read_floor, split_peak  # noqa: E402
+from bench_stats import NAIVE_LOOP  # noqa: E402
 
-NAIVE = r"""
-import sys, time, torch
+NAIVE = NAIVE_LOOP + r"""
+import sys, time
 t0 = time.perf_counter()
 def weights(obj):
     # the dict entry holding the tensors: "weight" in the pretrained file, "model" in G_*.pth
     return max((v for v in obj.values() if isinstance(v, dict)), key=len)
 a = weights(torch.load(sys.argv[1], map_location="cpu", weights_only=False))
 b = weights(torch.load(sys.argv[2], map_location="cpu", weights_only=False))
-out = {}
-for k in a:
-    if k not in b or not a[k].is_floating_point():
-        continue
-    x = a[k].float(); y = b[k].float(); d = y - x
-    out[k] = (x.norm().item(), y.norm().item(), d.norm().item(), (d.norm() / x.norm()).item(),
-              torch.nn.functional.cosine_similarity(x.reshape(-1), y.reshape(-1), 0).item(), d.abs().max().item())
-print(time.perf_counter() - t0, len(out))
+print(time.perf_counter() - t0, len(naive(a, b)))
 """
 
 

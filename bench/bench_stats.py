@@ -40,18 +40,28 @@ def rss_anon(field="RssAnon:"):
     return -1
 """
 
-NAIVE = RSS_ANON + r"""
-import sys, time, torch
-t0 = time.perf_counter()
-for pre_p, ft_p in zip(sys.argv[1::2], sys.argv[2::2]):
-    a = torch.load(pre_p, map_location="cpu")
-    b = torch.load(ft_p, map_location="cpu")
+# the loop a user writes over two loaded state dicts (bench_diff runs it too)
+NAIVE_LOOP = r"""
+import torch
+def naive(a, b):
     out = {}
     for k in a:
+        if k not in b or not a[k].is_floating_point():
+            continue
         x = a[k].float(); y = b[k].float(); d = y - x
         out[k] = (x.norm().item(), y.norm().item(), d.norm().item(), (d.norm() / x.norm()).item(),
                   torch.nn.functional.cosine_similarity(x.reshape(-1), y.reshape(-1), 0).item(),
                   d.abs().max().item())
+    return out
+"""
+
+NAIVE = RSS_ANON + NAIVE_LOOP + r"""
+import sys, time
+t0 = time.perf_counter()
+for pre_p, ft_p in zip(sys.argv[1::2], sys.argv[2::2]):
+    a = torch.load(pre_p, map_location="cpu")
+    b = torch.load(ft_p, map_location="cpu")
+    naive(a, b)
     anon = rss_anon()
     del a, b
 print(time.perf_counter() - t0, anon, rss_anon("VmHWM:"))
