@@ -54,7 +54,6 @@ def human_bytes(n: int) -> str:
         if abs(n) < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
-    return f"{n} B"
 
 
 def human_count(n: int) -> str:

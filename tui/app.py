@@ -26,14 +26,14 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from gsvinspect.errors import GsvError
 
-from .detail import (DetailPanel, SpectrumAsk, checkpoint_info, embedding_table, findings_view, line_detail,
-                     spectrum_section)
+from .detail import (SEVERITY_STYLE, DetailPanel, SpectrumAsk, checkpoint_info, embedding_table, findings_view,
+                     line_detail, spectrum_section)
 from .diff_view import MID_WIDTH, DiffView, fit
 from .dialogs import MessageScreen, PromptScreen
 from .help_screen import HelpScreen
 from .model import Line
 from .module_chart import ModuleChart, module_items
-from .rules_editor import RulesEditor
+from .rules_editor import COUNT_ORDER, RulesEditor
 from .session import Realigned, Session
 
 STATS_FLUSH_S = 0.1  # batch statistics to <= 10 UI updates per second (TEXTUAL.md §e)
@@ -113,7 +113,7 @@ class GsvInspectApp(App[int]):
         Binding("p", "toggle_problems", "Problems", id="view.only-problems"),
         Binding("s", "toggle_sort", "Sort Δ", id="view.sort-change"),
         Binding("n", "next_problem", "Next problem", id="nav.next-problem"),
-        Binding("N", "prev_problem", "Prev problem", show=False, id="nav.prev-problem"),
+        Binding("N", "next_problem(-1)", "Prev problem", show=False, id="nav.prev-problem"),
         Binding("e", "expand_all", "Expand all", show=False, id="view.expand-all"),
         Binding("c", "collapse_all", "Collapse all", show=False, id="view.collapse-all"),
         Binding("f", "toggle_flat", "Flat list", show=False, id="view.flat"),
@@ -251,8 +251,14 @@ class GsvInspectApp(App[int]):
             gc.enable()
 
     def _load_inner(self, session: Session) -> None:
+        text = ""
+        rules_error = None
         try:
-            session.open()
+            text = session.read_rules_file()
+        except GsvError as exc:
+            rules_error = str(exc)
+        try:
+            session.open(text)
         except GsvError as exc:
             self.post_message(Loaded(session, None, str(exc)))
             return
@@ -260,12 +266,6 @@ class GsvInspectApp(App[int]):
             self.post_message(Loaded(session, None, f"{session.pre_path}: cannot open: "
                                                     f"{type(exc).__name__}: {exc}"))
             return
-        text = ""
-        rules_error = None
-        try:
-            text = session.read_rules_file()
-        except GsvError as exc:
-            rules_error = str(exc)
         result = session.realign(text, 0)
         if result.model is None:  # a bad rules file: keys still appear, aligned without rules
             fallback = session.realign("", 0)
@@ -326,7 +326,9 @@ class GsvInspectApp(App[int]):
 
     # -- status, counts ---------------------------------------------------------------------
     def _counts(self) -> dict[str, int]:
-        return self.model.counts() if self.model is not None else {}
+        """The alignment's non-zero counts by status name (a pair; the library counted them)."""
+        al = self.session.alignment
+        return {status.name: n for status, n in al.counts.items() if n} if al is not None else {}
 
     def _update_status(self) -> None:
         s = self.session
@@ -339,9 +341,7 @@ class GsvInspectApp(App[int]):
             counts = self._counts()
             matched = counts.get("MATCHED", 0) + counts.get("DTYPE_DIFFERS", 0)
             t.append(f"{matched:,} matched", style="bold green")
-            for name, label, style in (("MISSING", "missing", "red"), ("UNEXPECTED", "unexpected", "magenta"),
-                                       ("CONFLICT", "conflicts", "bright_red"),
-                                       ("SHAPE_DIFFERS", "shape", "red"), ("DTYPE_DIFFERS", "dtype", "yellow")):
+            for name, label, style in COUNT_ORDER[1:]:  # the problems, as the rules pane names them
                 n = counts.get(name, 0)
                 if n:
                     t.append(f" · {n:,} {label}", style=style)
@@ -357,12 +357,12 @@ class GsvInspectApp(App[int]):
             flags.append("flat")
         if flags:
             t.append("  [" + ", ".join(flags) + "]", style="cyan")
-        findings = s.findings if not s.single else []
+        findings = s.findings  # stays empty for a single file
         if findings:
             worst = "error" if any(f.severity == "error" for f in findings) else (
                 "warning" if any(f.severity == "warning" for f in findings) else "info")
-            style = {"error": "bold red", "warning": "yellow"}.get(worst, "cyan")
-            t.append(f"  {len(findings)} finding{'s' if len(findings) != 1 else ''} (4: info)", style=style)
+            t.append(f"  {len(findings)} finding{'s' if len(findings) != 1 else ''} (4: info)",
+                     style=SEVERITY_STYLE[worst])
         done, total = self._stats_done
         if self._stats_running:
             t.append(f"  statistics {100 * done / max(1, total):.0f}%", style="dim")
@@ -776,12 +776,8 @@ class GsvInspectApp(App[int]):
             self.model.collapse_all()
             self._view_changed()
 
-    def action_next_problem(self) -> None:
-        if not self.diff.next_problem(1):
-            self.notify("no problem keys in view")
-
-    def action_prev_problem(self) -> None:
-        if not self.diff.next_problem(-1):
+    def action_next_problem(self, step: int = 1) -> None:
+        if not self.diff.next_problem(step):
             self.notify("no problem keys in view")
 
     def action_tab(self, tab: str) -> None:

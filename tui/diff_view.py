@@ -46,9 +46,7 @@ MID_WIDTH = 2 + 7 + BAR_WIDTH + 1  # " m" + "+12.3% " + bar + " "
 
 def change_colour(change: float | None) -> str:
     """Colour scale for a relative change (named colours degrade to 256/16-colour terminals)."""
-    if change is None:
-        return "grey50"
-    if change == 0:
+    if not change:  # None (pending) or exactly 0
         return "grey50"
     if change < 1e-3:
         return "blue"
@@ -171,15 +169,13 @@ class DiffView(ScrollView, can_focus=True):
         def control(self) -> "DiffView":
             return self.view
 
-    def __init__(self, model: ViewModel | None = None, **kwargs: Any) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.model: ViewModel | None = model
+        self.model: ViewModel | None = None  # set_model() brings one
         self.lines: list[Line] = []
         self._cache: LRUCache[tuple, Strip] = LRUCache(1024)
         self._generation = 0
         self._last_ident: str | None = None
-        if model is not None:
-            self.lines = model.flatten()
 
     # -- data -------------------------------------------------------------------------------
     @property
@@ -234,14 +230,9 @@ class DiffView(ScrollView, can_focus=True):
 
     def watch_cursor(self, old: int, new: int) -> None:
         self._scroll_cursor_visible()
-        self.refresh_lines(old)
-        self.refresh_lines(new)
+        self.refresh_line(old)
+        self.refresh_line(new)
         self._post_highlight()
-
-    def refresh_lines(self, index: int) -> None:
-        y = index - self.scroll_offset.y
-        if 0 <= y < self.size.height:
-            self.refresh(Region(0, y, self.size.width, 1))
 
     def _scroll_cursor_visible(self, center: bool = False) -> None:
         if not self.lines:
@@ -445,9 +436,8 @@ class DiffView(ScrollView, can_focus=True):
         segs.append(Segment((format_change(change) if paired else "      ") + " ", cstyle))
         segs.append(Segment(change_bar(change), cstyle))
         segs.append(Segment(" ", base))
-        ft_name = name
         renamed = row.ft_key is not None and row.ft_key != row.target
-        segs.extend(self._side(prefix, ft_name, row.ft, right_w, base, dim, absent, line.label is not None,
+        segs.extend(self._side(prefix, name, row.ft, right_w, base, dim, absent, line.label is not None,
                                renamed=renamed))
         return segs
 

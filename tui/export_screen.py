@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Group as RGroup
-from rich.table import Table
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -24,6 +23,7 @@ from textual.widgets import Button, Input, Label, ProgressBar, Select, Static
 
 from gsvinspect.export_options import DTYPE_CHOICES, LAYOUT_CHOICES, MISSING_CHOICES
 
+from .detail import _kv_table
 from .dialogs import ConfirmScreen
 
 
@@ -91,10 +91,6 @@ class ExportScreen(ModalScreen[Any]):
         from gsvinspect import export as ex
 
         self._ex = ex
-        # the CLI's choices, its defaults first
-        self.layouts = LAYOUT_CHOICES
-        self.dtypes = DTYPE_CHOICES
-        self.missing_policies = MISSING_CHOICES
 
     def default_out(self) -> str:
         ft = self.session.ft_path
@@ -106,17 +102,18 @@ class ExportScreen(ModalScreen[Any]):
             v.border_title = "Export a new base model"
             v.border_subtitle = "Esc close · Ctrl+W write"
             with Grid(id="export-form"):
+                # the CLI's choices, its defaults first
                 yield Label("layout")
-                yield Select([(x, x) for x in self.layouts], value=self.layouts[0], allow_blank=False,
+                yield Select([(x, x) for x in LAYOUT_CHOICES], value=LAYOUT_CHOICES[0], allow_blank=False,
                              id="export-layout", compact=True)
                 yield Label("dtype")
-                yield Select([(x, x) for x in self.dtypes], value=self.dtypes[0], allow_blank=False,
+                yield Select([(x, x) for x in DTYPE_CHOICES], value=DTYPE_CHOICES[0], allow_blank=False,
                              id="export-dtype", compact=True)
                 yield Label("alpha")
                 yield Input("", placeholder="1.0", id="export-alpha", compact=True,
                             tooltip="1.0 = fine-tuned, 0.0 = pretrained; [alpha] in the rules overrides per module")
                 yield Label("missing")
-                yield Select([(x, x) for x in self.missing_policies], value=self.missing_policies[0],
+                yield Select([(x, x) for x in MISSING_CHOICES], value=MISSING_CHOICES[0],
                              allow_blank=False, id="export-missing", compact=True)
             with Horizontal(id="export-out-row"):
                 yield Label("output")
@@ -251,13 +248,12 @@ class ExportScreen(ModalScreen[Any]):
         self.writing = False
         self.report, self.error = event.report, event.error
         self.query_one("#export-progress-row").display = False
+        self.query_one("#export-write", Button).disabled = False
         box = self.query_one("#export-plan-text", Static)
         if event.error:
             box.update(Text(f"✗ export failed: {event.error}\n\nNothing was overwritten.", style="bold red"))
-            self.query_one("#export-write", Button).disabled = False
-            return
-        box.update(RGroup(Text("✓ written and verified", style="bold green"), rows_table(event.report)))
-        self.query_one("#export-write", Button).disabled = False
+        else:
+            box.update(RGroup(Text("✓ written and verified", style="bold green"), rows_table(event.report)))
 
     @on(Button.Pressed, "#export-close")
     def action_close(self) -> None:
@@ -269,9 +265,7 @@ class ExportScreen(ModalScreen[Any]):
 
 def rows_table(obj: Any) -> Any:
     """A (label, value) table from .describe(); PROBLEM rows in red."""
-    t = Table.grid(padding=(0, 1))
-    t.add_column(style="dim", no_wrap=True)
-    t.add_column(overflow="fold")
+    t = _kv_table()
     try:
         rows = obj.describe()
     except Exception as exc:  # a summary must never break the dialog

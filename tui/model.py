@@ -17,9 +17,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-# Status names as the library's Status enum spells them. A dtype-only difference is informational
-# (GPT-SoVITS casts on load), as in gsvinspect.align.Status.is_problem.
-PROBLEM_STATUSES = ("CONFLICT", "SHAPE_DIFFERS", "MISSING", "UNEXPECTED")
+from gsvinspect.align import Status
+
+# Leaves carry the Status enum's member names. A dtype-only difference is informational (GPT-SoVITS
+# casts on load): the library's Status.is_problem decides.
+PROBLEM_STATUSES = frozenset(s.name for s in Status if s.is_problem)
 STATUS_LABELS = {
     "MATCHED": "matched",
     "DTYPE_DIFFERS": "dtype differs",
@@ -205,26 +207,20 @@ class ViewModel:
         target = row.target
         parent_prefix, _, name = target.rpartition(".")
         node = self.groups.get(parent_prefix)  # most keys share their parent with the previous one
-        if node is not None:
-            status = status_name(row.status)
-            leaf = Leaf(row, name, node, status, status in PROBLEM_STATUSES)
-            node.children.append(leaf)
-            self.leaves[target] = leaf
-            return
-        parts = target.split(".")
-        node = self.root
-        prefix = ""
-        for part in parts[:-1]:
-            prefix = f"{prefix}.{part}" if prefix else part
-            child = node.groups.get(part)
-            if child is None:
-                child = Group(prefix, part, node)
-                node.groups[part] = child
-                node.children.append(child)
-                self.groups[prefix] = child
-            node = child
+        if node is None:  # a new module path ("" is the root, always known): make its groups
+            node = self.root
+            prefix = ""
+            for part in parent_prefix.split("."):
+                prefix = f"{prefix}.{part}" if prefix else part
+                child = node.groups.get(part)
+                if child is None:
+                    child = Group(prefix, part, node)
+                    node.groups[part] = child
+                    node.children.append(child)
+                    self.groups[prefix] = child
+                node = child
         status = status_name(row.status)
-        leaf = Leaf(row, parts[-1], node, status, status in PROBLEM_STATUSES)
+        leaf = Leaf(row, name, node, status, status in PROBLEM_STATUSES)
         node.children.append(leaf)
         self.leaves[target] = leaf
 
@@ -244,15 +240,12 @@ class ViewModel:
         group.groups = {c.name: c for c in group.children if isinstance(c, Group)}
 
     # -- statistics ---------------------------------------------------------------------------
-    def set_stats(self, items: Iterable[tuple[str, Any]]) -> int:
-        """Attach statistics that arrived (target -> TensorStats); returns how many were new."""
-        n = 0
+    def set_stats(self, items: Iterable[tuple[str, Any]]) -> None:
+        """Attach statistics that arrived (target -> TensorStats)."""
         for target, stats in items:
             leaf = self.leaves.get(target)
             if leaf is not None:
                 leaf.stats = stats
-                n += 1
-        return n
 
     def rollup(self) -> None:
         """Recompute group counts and change roll-ups: each key into its own group, then groups
@@ -404,12 +397,6 @@ class ViewModel:
         if ident.endswith("/"):
             return self.groups.get(ident[:-1])
         return self.leaves.get(ident)
-
-    def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for leaf in self.leaves.values():
-            out[leaf.status] = out.get(leaf.status, 0) + 1
-        return out
 
 
 def find_line(lines: list[Line], ident: str | None, model: ViewModel | None = None) -> int | None:

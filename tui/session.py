@@ -51,22 +51,22 @@ class Session:
         return self.ft_path is None
 
     # -- loading (worker thread) ------------------------------------------------------------------
-    def open(self) -> None:
+    def open(self, rules_text: str = "") -> None:
         """Open both checkpoints lazily (zip directory + restricted unpickle; no torch), taking the
-        state dict that the rules file's ``weights_entry`` names, as ``diff --rules`` does."""
+        state dict that the rules' ``weights_entry`` names, as ``diff --rules`` does."""
         from gsvinspect.checkpoint import open_with_entry
 
-        entry = self._rules_weights_entry()
+        entry = self._rules_weights_entry(rules_text)
         self.pre = open_with_entry(self.pre_path, trust=self.trust, weights_entry=entry)
         if self.ft_path is not None:
             self.ft = open_with_entry(self.ft_path, trust=self.trust, weights_entry=entry)
 
-    def _rules_weights_entry(self) -> str | None:
-        """The rules file's weights_entry; None without one (a bad file is reported by realign)."""
+    def _rules_weights_entry(self, text: str) -> str | None:
+        """The rules' weights_entry; None without one (a bad file is reported by realign)."""
         from gsvinspect.rules import parse_rules
 
         try:
-            return parse_rules(self.read_rules_file(), source=str(self.rules_path)).weights_entry
+            return parse_rules(text, source=str(self.rules_path)).weights_entry
         except RulesError:
             return None
 
