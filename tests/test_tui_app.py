@@ -24,6 +24,16 @@ def leaves(app):
     return [ln.node.target for ln in app.diff.lines if not ln.is_group]
 
 
+def plain(renderable, width: int = 120) -> str:
+    import io
+
+    from rich.console import Console
+
+    console = Console(width=width, record=True, file=io.StringIO(), color_system=None)
+    console.print(renderable)
+    return console.export_text()
+
+
 async def test_opens_pair_and_shows_problem_counts(demo):
     app = make_app(demo, "sovits")
     async with app.run_test(size=(120, 40)) as pilot:
@@ -36,6 +46,7 @@ async def test_opens_pair_and_shows_problem_counts(demo):
         assert "776 missing" in str(app.query_one("#status").render())
         # the wrapper finding is in the info tab
         assert any(f.code == "wrapper-prefix" for f in app.session.findings)
+        assert "[wrapper-prefix]" in app.query_one("#info").plain_text(width=160)
 
 
 async def test_filter_regex_and_escape_clears(demo):
@@ -249,6 +260,21 @@ async def test_help_screen_palette_and_quit_cancels_stats(demo):
     assert cancel.is_set()
 
 
+async def test_number_keys_switch_tabs_and_f1_opens_help(demo):
+    """README: `1`-`4` pick Detail, Rules, Modules, Info; `?` / `F1` open the help."""
+    app = make_app(demo, "gpt")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        side = app.query_one("#side")
+        for key, tab in (("4", "tab-info"), ("3", "tab-modules"), ("2", "tab-rules"), ("1", "tab-detail")):
+            await pilot.press(key)
+            assert side.active == tab, key
+        await pilot.press("f1")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+
+
 async def test_rules_save_and_load(demo, tmp_path):
     app = make_app(demo, "sovits")
     async with app.run_test(size=(120, 40)) as pilot:
@@ -312,7 +338,8 @@ async def test_export_writes_file_our_loader_and_torch_read(demo, tmp_path):
         await settle(app, pilot)
         screen = await _open_export(app, pilot, out)
         assert screen.plan is not None and screen.plan.ok
-        assert "scaler state" in str(screen.query_one("#export-plan-text").render()) or screen.plan.scaler_where
+        plan_text = plain(screen.query_one("#export-plan-text").content)
+        assert "Dry run" in plan_text and "MixedPrecision" in plan_text.split("scaler state")[1].splitlines()[0]
         assert out.exists() is False
         await _write(app, pilot, screen)
         assert screen.error is None and screen.report is not None
