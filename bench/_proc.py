@@ -10,14 +10,27 @@ import subprocess
 import sys
 import time
 
-PEAK_PRELUDE = (  # makes a `python -c` child report its own VmHWM on stderr at exit
+# Code defining _peak_rss_kb() for a child to call (the fuzz worker after each case, the tests'
+# child at its end). Also used by tests/hostile_corpus.py and fuzz/fuzz_loader.py.
+PEAK_RSS_SNIPPET = r"""
+def _peak_rss_kb():
+    # VmHWM is this process's own high-water mark; ru_maxrss of a child on Linux also
+    # carries the RSS of the (possibly torch-sized) parent it was forked from
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+"""
+
+# makes a `python -c` child report its own peak on stderr at exit (split_peak reads it back)
+PEAK_PRELUDE = PEAK_RSS_SNIPPET + (
     "import atexit, sys\n"
-    "def _gsv_hwm():\n"
-    "    with open('/proc/self/status') as f:\n"
-    "        for line in f:\n"
-    "            if line.startswith('VmHWM:'):\n"
-    "                sys.stderr.write('\\nGSV_PEAK_KB=%s\\n' % line.split()[1])\n"
-    "atexit.register(_gsv_hwm)\n"
+    "atexit.register(lambda: sys.stderr.write('\\nGSV_PEAK_KB=%d\\n' % _peak_rss_kb()))\n"
 )
 
 

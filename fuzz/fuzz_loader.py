@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from _proc import PEAK_RSS_SNIPPET  # noqa: E402  (the benchmarks' own peak-RSS reader)
 
 # ---------------------------------------------------------------------------------------------
 # seeds
@@ -244,22 +246,13 @@ def random_ops(rng: random.Random) -> list[tuple]:
 # ---------------------------------------------------------------------------------------------
 # worker: opens cases, one JSON line per case
 
-WORKER = r"""
+WORKER = PEAK_RSS_SNIPPET + r"""
 import json, sys, traceback
 sys.setrecursionlimit(3000)
 from gsvinspect.checkpoint import open_checkpoint
 from gsvinspect.errors import GsvError
 from gsvinspect.output import to_jsonable
 from gsvinspect.summary import info_dict
-
-def peak_kb():
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        return 0
 
 for line in sys.stdin:
     path = line.strip()
@@ -277,7 +270,7 @@ for line in sys.stdin:
         outcome = "error:" + type(exc).__name__ + (":multiline" if "\n" in msg else "")
     except BaseException as exc:
         outcome = "BUG:" + type(exc).__name__ + ": " + traceback.format_exc()[-1500:]
-    sys.stdout.write(json.dumps([outcome, peak_kb()]) + "\n")
+    sys.stdout.write(json.dumps([outcome, _peak_rss_kb()]) + "\n")
     sys.stdout.flush()
 """
 

@@ -13,10 +13,17 @@ from __future__ import annotations
 
 import io
 import struct
+import sys
 import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+# the child-process peak-RSS helpers the benchmarks use: tests and bench measure the same way
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import _proc  # noqa: E402
+
+PEAK_RSS_SNIPPET = _proc.PEAK_RSS_SNIPPET  # defines _peak_rss_kb() in a child that reports its own peak
 
 # ---------------------------------------------------------------------------------------------
 # a tiny pickle assembler (protocol 2 framing, opcodes from pickletools' table)
@@ -147,11 +154,6 @@ def rezip(pickle_bytes: bytes | None, *, header: bytes = b"PK", records: dict[st
     if header != b"PK":
         raw[0:2] = header
     return bytes(raw)
-
-
-def archive_prefix(data: bytes) -> str:
-    with zipfile.ZipFile(io.BytesIO(b"PK" + data[2:])) as z:
-        return z.namelist()[0].split("/", 1)[0] + "/"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -396,9 +398,6 @@ METADATA_ATTACKS: dict[str, tuple[str, object]] = {
                                                                    (s("MixedPrecision"), _cyclic_scaler()))))),
 }
 
-# Every case above must be refused; "" means any CheckpointError message is acceptable.
-MAY_OPEN: set[str] = set()
-
 
 def _duplicate_names() -> bytes:
     out = io.BytesIO()
@@ -452,7 +451,6 @@ def run_cli_batch(argvs: list[list[str]], *, cwd: Path, env: dict | None = None,
     """
     import json
     import subprocess
-    import sys
 
     proc = subprocess.run([sys.executable, "-c", _BATCH_RUNNER], input=json.dumps(argvs), capture_output=True,
                           text=True, cwd=cwd, env=env, timeout=timeout)
@@ -472,37 +470,11 @@ def hostile_env(workdir: Path) -> dict:
     return env
 
 
-PEAK_RSS_SNIPPET = r"""
-def _peak_rss_kb():
-    # VmHWM is this process's own high-water mark; ru_maxrss of a child on Linux also
-    # carries the RSS of the (possibly torch-sized) parent it was forked from
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-"""
-
-_MEASURED_CLI = PEAK_RSS_SNIPPET + r"""
-import atexit, sys
-atexit.register(lambda: sys.stderr.write("\nGSV_PEAK_KB=%d\n" % _peak_rss_kb()))
-from gsvinspect.cli import main
-rc = main(sys.argv[1:])
-sys.stdout.flush()
-sys.exit(rc)
-"""
-
-
 def run_cli_measured(argv: list[str], *, cwd: Path, timeout: float = 300) -> tuple[int, str, str, float]:
     """Run `gsvinspect ARGV` in a child process; (exit code, stdout, stderr, own peak RSS in MiB)."""
     import subprocess
-    import sys
 
-    proc = subprocess.run([sys.executable, "-c", _MEASURED_CLI, *argv], capture_output=True, text=True, cwd=cwd,
-                          timeout=timeout)
-    err, _, peak = proc.stderr.rstrip().rpartition("GSV_PEAK_KB=")
-    return proc.returncode, proc.stdout, err.strip(), int(peak) / 1024
+    proc = subprocess.run([sys.executable, "-c", _proc.PEAK_PRELUDE + _proc.gsvinspect_code(*argv)],
+                          capture_output=True, text=True, cwd=cwd, timeout=timeout)
+    err, peak = _proc.split_peak(proc.stderr)
+    return proc.returncode, proc.stdout, err, peak

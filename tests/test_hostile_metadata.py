@@ -59,7 +59,7 @@ def test_headered_attacks_are_refused_too(tmp_path):
         data[0:2] = b"05"
         path = tmp_path / f"{name}_05.pth"
         path.write_bytes(bytes(data))
-        with pytest.raises(CheckpointError, match=expect or None):
+        with pytest.raises(CheckpointError, match=expect):
             open_checkpoint(path)
 
 
