@@ -123,11 +123,14 @@ class Checkpoint:
 
         if self.trusted:
             raise AssertionError("trusted checkpoints hold tensors in memory")
+        return np.frombuffer(self._mm, dtype=np.dtype(_NUMPY_DTYPES[storage.dtype]), count=storage.numel,
+                             offset=self._storage_offset(storage))
+
+    def _storage_offset(self, storage: StorageRef) -> int:
+        """File offset of a storage's first byte (zip record data, or safetensors byte range)."""
         if self._zip is not None:
-            off = self._zip.data_offset(self._data_prefix + storage.key)
-        else:
-            off = self._data_offsets[storage.key]
-        return np.frombuffer(self._mm, dtype=np.dtype(_NUMPY_DTYPES[storage.dtype]), count=storage.numel, offset=off)
+            return self._zip.data_offset(self._data_prefix + storage.key)
+        return self._data_offsets[storage.key]
 
     def span(self, key: str) -> tuple[int, int] | None:
         """``(file offset, nbytes)`` of a contiguous tensor's bytes, for readers that ``pread``.
@@ -139,13 +142,8 @@ class Checkpoint:
         ref = self.ref(key)
         if self.trusted or isinstance(ref, _LoadedTensorRef) or ref.numel == 0 or not ref.is_contiguous():
             return None
-        st = ref.storage
-        if self._zip is not None:
-            base = self._zip.data_offset(self._data_prefix + st.key)
-        else:
-            base = self._data_offsets[st.key]
-        size = DTYPE_SIZES[st.dtype]
-        return base + ref.storage_offset * size, ref.numel * size
+        size = DTYPE_SIZES[ref.storage.dtype]
+        return self._storage_offset(ref.storage) + ref.storage_offset * size, ref.numel * size
 
     def array_of(self, ref: TensorRef):
         """Numpy view (read-only, mapped) of a TensorRef; bfloat16 comes back as uint16 bits."""
@@ -309,8 +307,6 @@ def open_checkpoint(path: str | Path, *, trust: bool = False, weights_entry: str
     """
     path = Path(path)
     mm, size, file_id = map_file(path)
-    if mm is None:
-        raise CheckpointError(path, "empty file (0 bytes)")
     try:
         ck = _open_mapped(path, mm, size, trust=trust, weights_entry=weights_entry)
         ck.file_id = file_id
@@ -425,9 +421,7 @@ def _find_pickle(path: Path, zi: ZipIndex) -> tuple[str, str]:
     cands = [n for n in zi.records if n.endswith("data.pkl") and n.count("/") <= 1]
     if not cands:
         raise CheckpointError(path, "zip archive without data.pkl: not a PyTorch checkpoint")
-    if len(cands) > 1:
-        cands.sort(key=len)
-    name = cands[0]
+    name = min(cands, key=len)
     prefix = name[: -len("data.pkl")]
     return name, prefix
 

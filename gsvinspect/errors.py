@@ -15,13 +15,17 @@ class GsvError(Exception):
     exit_code = 3
 
 
-class CheckpointError(GsvError):
-    """A checkpoint could not be read, or its contents are inconsistent."""
+class _FileError(GsvError):
+    """A problem with one file: the message is `PATH: problem` (just the problem without a path)."""
 
     def __init__(self, path: str | Path | None, problem: str):
         self.path = None if path is None else str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path else problem)
+
+
+class CheckpointError(_FileError):
+    """A checkpoint could not be read, or its contents are inconsistent."""
 
 
 class RefusedGlobalError(CheckpointError):
@@ -51,13 +55,8 @@ class RulesError(GsvError):
         super().__init__(f"{where}: {problem}")
 
 
-class ExportError(GsvError):
+class ExportError(_FileError):
     """An export was refused or failed; OUT is absent or untouched."""
-
-    def __init__(self, path: str | Path | None, problem: str):
-        self.path = None if path is None else str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}" if self.path else problem)
 
 
 class UsageError(GsvError):

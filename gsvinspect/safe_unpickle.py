@@ -371,28 +371,6 @@ def _int_tuple(v, what: str) -> tuple:
     return tuple(v)
 
 
-ALLOWED: dict[tuple[str, str], Any] = {
-    ("collections", "OrderedDict"): _ordered_dict,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-    ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
-    ("torch", "Size"): _size,
-    ("torch", "device"): _device,
-    ("_codecs", "encode"): _codecs_encode,
-    ("builtins", "set"): None,  # resolved below (argument-checked)
-    ("builtins", "frozenset"): None,
-    ("builtins", "complex"): complex,
-    ("builtins", "slice"): slice,
-    ("builtins", "range"): range,
-    ("builtins", "bytearray"): None,  # resolved below (size-checked)
-    ("numpy.core.multiarray", "scalar"): _numpy_scalar,
-    ("numpy._core.multiarray", "scalar"): _numpy_scalar,
-    ("numpy", "dtype"): _NumpyDtype,
-}
-
-
 def _bytearray(*args):
     if len(args) > 2 or (args and not isinstance(args[0], (bytes, bytearray, str, list))):
         raise _Bad("bytearray with unexpected arguments")  # bytearray(10**12) would allocate
@@ -410,9 +388,26 @@ def _bounded(kind):
     return build
 
 
-ALLOWED[("builtins", "bytearray")] = _bytearray
-ALLOWED[("builtins", "set")] = _bounded(set)
-ALLOWED[("builtins", "frozenset")] = _bounded(frozenset)
+ALLOWED: dict[tuple[str, str], Any] = {
+    ("collections", "OrderedDict"): _ordered_dict,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
+    ("torch", "Size"): _size,
+    ("torch", "device"): _device,
+    ("_codecs", "encode"): _codecs_encode,
+    ("builtins", "set"): _bounded(set),
+    ("builtins", "frozenset"): _bounded(frozenset),
+    ("builtins", "complex"): complex,
+    ("builtins", "slice"): slice,
+    ("builtins", "range"): range,
+    ("builtins", "bytearray"): _bytearray,
+    ("numpy.core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy._core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy", "dtype"): _NumpyDtype,
+}
 for _name in STORAGE_DTYPES:
     ALLOWED[("torch", _name)] = ("storage", STORAGE_DTYPES[_name])
     ALLOWED[("torch.storage", _name)] = ("storage", STORAGE_DTYPES[_name])

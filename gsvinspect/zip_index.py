@@ -39,26 +39,22 @@ class ZipRecord:
     compressed_size: int
     size: int
     header_offset: int
-    flags: int
 
 
 class ZipIndex:
     """The records of a zip archive mapped read-only; `data(name)` is a zero-copy memoryview."""
 
-    def __init__(self, path: Path, mm: mmap.mmap, file_size: int, records: dict[str, ZipRecord], header: bytes):
+    def __init__(self, path: Path, mm: mmap.mmap, file_size: int, records: dict[str, ZipRecord]):
         self.path = path
         self.mm = mm
         self.file_size = file_size
         self.records = records
-        self.header = header
         self._data_offsets: dict[str, int] = {}
 
     # -- opening ----------------------------------------------------------------------------
     @classmethod
     def open(cls, path: Path, mm: mmap.mmap, file_size: int) -> "ZipIndex":
-        header = bytes(mm[:2])
-        records = _read_central_directory(path, mm, file_size)
-        return cls(path, mm, file_size, records, header)
+        return cls(path, mm, file_size, _read_central_directory(path, mm, file_size))
 
     # -- access -----------------------------------------------------------------------------
     def record(self, name: str) -> ZipRecord:
@@ -131,7 +127,7 @@ def _read_central_directory(path: Path, mm: mmap.mmap, size: int) -> dict[str, Z
     for _ in range(n_total):
         if pos + 46 > end or bytes(mm[pos:pos + 4]) != _CDIR_SIG:
             raise CheckpointError(path, "corrupt central directory entry")
-        (flags, method, csize, usize, nlen, elen, clen, hoff) = struct.unpack_from("<8xHH8xIIHHH8xI", mm, pos)
+        (method, csize, usize, nlen, elen, clen, hoff) = struct.unpack_from("<10xH8xIIHHH8xI", mm, pos)
         name_bytes = bytes(mm[pos + 46:pos + 46 + nlen])
         extra = bytes(mm[pos + 46 + nlen:pos + 46 + nlen + elen])
         pos += 46 + nlen + elen + clen
@@ -149,7 +145,7 @@ def _read_central_directory(path: Path, mm: mmap.mmap, size: int) -> dict[str, Z
             raise CheckpointError(path, f"record {name!r} lies beyond the end of the file (truncated?)")
         if method == 0 and csize != usize:
             raise CheckpointError(path, f"record {name!r}: stored record with inconsistent sizes")
-        records[name] = ZipRecord(name, method, csize, usize, hoff, flags)
+        records[name] = ZipRecord(name, method, csize, usize, hoff)
     return records
 
 
@@ -176,12 +172,12 @@ def _zip64_extra(path: Path, extra: bytes, usize: int, csize: int, hoff: int) ->
     raise CheckpointError(path, "ZIP64 sizes without a ZIP64 extra field (corrupt archive)")
 
 
-def map_file(path: Path) -> tuple[mmap.mmap | None, int, tuple[int, int, int, int] | None]:
+def map_file(path: Path) -> tuple[mmap.mmap, int, tuple[int, int, int, int]]:
     """Open `path` read-only and map it copy-on-write (writes, if any, never reach the file).
 
     Returns ``(mapping, size, file_id)``, file_id being ``(st_dev, st_ino, st_size, st_mtime_ns)``
-    of the file mapped, so a reader that reopens the path can prove it reads the same file;
-    ``(None, 0, None)`` for an empty file. Raises CheckpointError for what the user can fix.
+    of the file mapped, so a reader that reopens the path can prove it reads the same file.
+    Raises CheckpointError for what the user can fix (an empty file included: it cannot be mapped).
     """
     try:
         # O_NONBLOCK: opening a FIFO (or a device) for reading would otherwise wait forever
@@ -202,7 +198,7 @@ def map_file(path: Path) -> tuple[mmap.mmap | None, int, tuple[int, int, int, in
         if not stat.S_ISREG(st.st_mode):
             raise CheckpointError(path, "is not a regular file")
         if st.st_size == 0:
-            return None, 0, None
+            raise CheckpointError(path, "empty file (0 bytes)")
         try:
             mm = mmap.mmap(fd, st.st_size, access=mmap.ACCESS_COPY)
         except (OSError, ValueError) as exc:
