@@ -202,6 +202,31 @@ def test_weights_entry_override_and_errors(tmp_path):
         open_checkpoint(p, weights_entry="nope")
 
 
+def test_open_and_info_read_no_tensor_record(tmp_path):
+    """Opening is lazy (README): only the zip directory and the pickle are read. With every tensor
+    record's local header smashed, the file still opens and `info`'s summary builds; reading a
+    tensor is what finds the damage, and it says so."""
+    import zipfile
+
+    from gsvinspect.summary import info_dict
+
+    sd = _gpt_sd()
+    p = tmp_path / "lazy.pth"
+    torch.save({"weight": sd, "config": {}}, p)
+    raw = bytearray(p.read_bytes())
+    with zipfile.ZipFile(p) as z:
+        storages = [i.header_offset for i in z.infolist() if "/data/" in i.filename]
+    assert len(storages) == len(sd)
+    for h in storages:
+        raw[h:h + 4] = b"XXXX"
+    p.write_bytes(bytes(raw))
+    with open_checkpoint(p) as ck:
+        assert list(ck.weights) == list(sd)
+        assert info_dict(ck)["tensors"] == len(sd)
+        with pytest.raises(CheckpointError, match="bad local header"):
+            ck.array(next(iter(sd)))
+
+
 def test_zip64_offsets_beyond_4gib(tmp_path):
     """A record whose local header sits past 4 GiB needs the ZIP64 extra field (sparse file)."""
     import zipfile

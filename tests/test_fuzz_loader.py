@@ -112,14 +112,26 @@ def test_random_batch_covers_the_opcode_and_directory_mutators(seeds, worker, tm
 
 
 def test_worker_reports_hangs_and_crashes(tmp_path):
-    """The harness itself: a case that kills the interpreter is reported, not swallowed."""
+    """The harness itself: a hang or a dead interpreter is reported as a failure, not swallowed."""
+    case = tmp_path / "x.pth"
+    case.write_bytes(b"not a checkpoint at all")
     w = fz.Worker(case_timeout=5.0)
     try:
-        good = tmp_path / "x.pth"
-        good.write_bytes(b"not a checkpoint at all")
-        assert w.run(good)[0] == "error:CheckpointError"
+        assert w.run(case)[0] == "error:CheckpointError"
         w.proc.kill()
         w.proc.wait()
-        assert w.run(good)[0] == "error:CheckpointError"  # restarted transparently
+        assert w.run(case)[0] == "error:CheckpointError"  # a worker killed between cases: restarted
     finally:
         w.close()
+    slow = fz.Worker(case_timeout=0.001)  # no answer in time (the interpreter is still starting)
+    try:
+        outcome, _ = slow.run(case)
+        assert outcome == "hang" and fz.is_failure(outcome) and slow.proc is None
+    finally:
+        slow.close()
+    starved = fz.Worker(mem_limit_gb=1 / 1024)  # 1 MiB of address space: dies before answering
+    try:
+        outcome, _ = starved.run(case)
+        assert outcome.startswith("crash:exit") and fz.is_failure(outcome)
+    finally:
+        starved.close()
