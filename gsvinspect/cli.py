@@ -19,17 +19,6 @@ from .errors import GsvError
 COMMAND_MODULES = ("info", "ls", "diff", "check", "rules", "export", "open", "demo", "serve")
 
 
-def _load_commands():
-    mods = []
-    for name in COMMAND_MODULES:
-        try:
-            mods.append(importlib.import_module(f"gsvinspect.commands.{name}"))
-        except ModuleNotFoundError as exc:  # a command not built yet
-            if exc.name != f"gsvinspect.commands.{name}":
-                raise
-    return mods
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gsvinspect",
@@ -39,8 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gsvinspect {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for mod in _load_commands():
-        mod.add_parser(sub)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"gsvinspect.commands.{name}").add_parser(sub)
     return parser
 
 
@@ -57,10 +46,10 @@ COMMON = _common_parent()
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    known = {a for a in parser._subparsers._group_actions[0].choices} if parser._subparsers else set()
+    known = set(parser._subparsers._group_actions[0].choices)
     # `gsvinspect PRE FT` / `gsvinspect FILE` is shorthand for `gsvinspect open ...`
     first = next((a for a in argv if not a.startswith("-")), None)
-    if first is not None and first not in known and "open" in known:
+    if first is not None and first not in known:
         argv.insert(argv.index(first), "open")
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):

@@ -31,6 +31,7 @@ JSON schema (``gsvinspect diff --json``; stable, additions only; ``schema`` name
       "findings": [{"severity": "error"|"warning"|"info", "code": str, "message": str,
                     "keys": [str]}],
       "stats": object|null,             # gsvinspect.stats_report JSON when computed
+      "stats_error": str,               # only when stats were wanted but could not be computed
       "spectra": [SPECTRUM],            # --spectrum / --spectrum-top (also with --no-stats), where
       #   SPECTRUM = stats_report.spectrum_dict: {"key", "shape", "singular_values", "effective_rank",
       #              "rank90", "energy_top_k", "frobenius", "rel_change", "method", "device", "verdict"}
@@ -47,7 +48,6 @@ from typing import Any
 
 from .align import Alignment, Row, Status
 from .knowledge import CheckResult, Finding
-from .rules import RuleSet
 
 SCHEMA = "gsvinspect.diff/1"
 CHECK_SCHEMA = "gsvinspect.check/1"
@@ -95,8 +95,7 @@ class DiffReport:
     ft: FileSide
     alignment: Alignment
     findings: list[Finding] = field(default_factory=list)
-    rules: RuleSet | None = None
-    suggested: bool = False
+    suggested: bool = False        # the alignment's rules came from --suggest
     stats: Any = None              # gsvinspect.stats.StatsResult when computed
     stats_error: str | None = None
     embeddings: list = field(default_factory=list)  # rollup.RowChanges of the phoneme tables
@@ -122,15 +121,13 @@ def _row_dict(r: Row) -> dict:
             "sources": list(r.sources)}
 
 
-def rules_dict(al: Alignment, rules: RuleSet | None, suggested: bool = False) -> dict:
-    lst = []
-    for i, rule in enumerate(rules.rules if rules is not None else []):
-        hits = al.rule_hits[i] if i < len(al.rule_hits) else 0
-        lst.append({"number": i + 1, "kind": rule.kind, "pattern": rule.pattern, "replacement": rule.replacement,
-                    "side": rule.side, "line": rule.line, "hits": hits,
-                    "hits_ft": al.rule_hits_ft[i] if i < len(al.rule_hits_ft) else 0,
-                    "hits_pre": al.rule_hits_pre[i] if i < len(al.rule_hits_pre) else 0,
-                    "dead": hits == 0})
+def rules_dict(al: Alignment, suggested: bool = False) -> dict:
+    """The alignment's rules with their hits (the hit lists have one entry per rule)."""
+    rules = al.rules
+    lst = [{"number": i + 1, "kind": rule.kind, "pattern": rule.pattern, "replacement": rule.replacement,
+            "side": rule.side, "line": rule.line, "hits": al.rule_hits[i],
+            "hits_ft": al.rule_hits_ft[i], "hits_pre": al.rule_hits_pre[i], "dead": al.rule_hits[i] == 0}
+           for i, rule in enumerate(rules.rules if rules is not None else [])]
     return {"source": rules.source if rules is not None else None, "suggested": suggested,
             "weights_entry": rules.weights_entry if rules is not None else None, "list": lst}
 
@@ -146,7 +143,7 @@ def to_json(report: DiffReport, *, only_problems: bool = False) -> dict:
         "ok": al.ok,
         "pretrained": report.pre.as_dict(),
         "finetuned": report.ft.as_dict(),
-        "rules": rules_dict(al, report.rules, report.suggested),
+        "rules": rules_dict(al, report.suggested),
         "counts": {s.value: al.counts.get(s, 0) for s in Status},
         "conflicts": [{"target": t, "sources": list(s)} for t, s in al.conflicts],
         "dropped": [{"side": side, "key": k, "rule": ri + 1} for side, k, ri in al.dropped],
@@ -234,25 +231,25 @@ def render_text(report: DiffReport, console, *, only_problems: bool = False, top
     from rich.text import Text
 
     al = report.alignment
+    rules = al.rules
     console.print(Text("pretrained: ", style="bold") + Text(report.pre.describe()))
     console.print(Text("fine-tuned: ", style="bold") + Text(report.ft.describe()))
 
-    if report.rules is not None and report.rules.rules:
-        src = "suggested" if report.suggested else (report.rules.source or "rules")
+    if rules is not None and rules.rules:
+        src = "suggested" if report.suggested else (rules.source or "rules")
         t = _table(console, title=f"rules ({src})", title_justify="left", show_edge=False, pad_edge=False)
         t.add_column("#", justify="right")
         t.add_column("line", justify="right")
         t.add_column("rule", overflow="fold")
         t.add_column("keys", justify="right")
-        for i, rule in enumerate(report.rules.rules):
-            hits = al.rule_hits[i] if i < len(al.rule_hits) else 0
+        for i, (rule, hits) in enumerate(zip(rules.rules, al.rule_hits)):
             hit_text = Text(str(hits)) if hits else Text("0  matched nothing", style="bold yellow")
             t.add_row(str(i + 1), str(rule.line or ""), Text(rule.describe()), hit_text)
         console.print(t)
     elif report.suggested:
         console.print("suggested rules: none needed, the keys line up as they are")
-    if report.rules is not None and report.rules.weights_entry:
-        console.print(f"weights entry (from the rules): {report.rules.weights_entry!r}")
+    if rules is not None and rules.weights_entry:
+        console.print(f"weights entry (from the rules): {rules.weights_entry!r}")
 
     console.print(Text(_verdict(al), style="bold green" if al.ok else "bold red"))
     console.print(_counts_line(al))
@@ -389,11 +386,11 @@ def render_markdown(report: DiffReport, *, only_problems: bool = False, top: int
     out += ["| " + " | ".join(s.value for s in Status) + " |",
             "|" + "---:|" * len(Status),
             "| " + " | ".join(str(al.counts.get(s, 0)) for s in Status) + " |", ""]
-    if report.rules is not None and report.rules.rules:
-        src = "suggested" if report.suggested else (report.rules.source or "rules")
+    rules = al.rules
+    if rules is not None and rules.rules:
+        src = "suggested" if report.suggested else (rules.source or "rules")
         out += [f"## Rules ({_md_escape(src)})", "", "| # | line | rule | keys |", "|---:|---:|---|---:|"]
-        for i, rule in enumerate(report.rules.rules):
-            hits = al.rule_hits[i] if i < len(al.rule_hits) else 0
+        for i, (rule, hits) in enumerate(zip(rules.rules, al.rule_hits)):
             out.append(f"| {i + 1} | {rule.line or ''} | `{_md_escape(rule.describe())}` | "
                        f"{hits if hits else '**0 — matched nothing**'} |")
         out.append("")

@@ -208,9 +208,10 @@ def diagnose(pre_ck: Any, ft_ck: Any, alignment: Alignment, *,
                            "(strict=False) exactly these keys are ignored", pro_extra))
 
     # -- GPT prefix --------------------------------------------------------------------------
-    for side, keys, name in (("ft", ft_keys, ft_name), ("pre", pre_keys, pre_name)):
+    sides = (("ft", ft_keys, ft_name, ft_kind), ("pre", pre_keys, pre_name, pre_kind))
+    for side, keys, name, kind in sides:
         base = _strip_wrapper(keys)
-        if _kind(keys) == "gpt" and base and sum(k.startswith("model.") for k in base) < 0.5 * len(base):
+        if kind == "gpt" and base and sum(k.startswith("model.") for k in base) < 0.5 * len(base):
             fixed = side == "ft" and any(r.rules for r in rows) and al.n_paired >= 0.9 * len(base)
             out.append(Finding(
                 "error" if not fixed else "warning", "gpt-no-model-prefix",
@@ -221,10 +222,10 @@ def diagnose(pre_ck: Any, ft_ck: Any, alignment: Alignment, *,
                 base[:1]))
 
     # -- wrapper prefixes, peft -------------------------------------------------------------
-    for side, keys, name in (("ft", ft_keys, ft_name), ("pre", pre_keys, pre_name)):
+    for _, keys, name, kind in sides:
         for p, who in WRAPPERS.items():
             if keys and all(k.startswith(p) for k in keys):
-                consequence = ("a strict load fails" if _kind(keys) == "gpt" else
+                consequence = ("a strict load fails" if kind == "gpt" else
                                "GPT-SoVITS's strict=False loads would skip every key and train from random weights")
                 out.append(Finding("warning", "wrapper-prefix",
                                    f"every key of the {name} file starts with {p!r} ({who}); {consequence}. "

@@ -57,9 +57,9 @@ from collections import OrderedDict
 from pathlib import Path, PurePosixPath
 
 from .errors import UsageError
-from .manifest import (  # noqa: F401  (MODELS: part of this module's API)
-    D_VERSIONS, G_VERSIONS, GPT_VERSIONS, LORA_VERSIONS, MODELS, ManifestEntry, load_manifest,
-    manifest_stem, model_entries,
+from .manifest import (
+    D_VERSIONS, G_VERSIONS, GPT_VERSIONS, LORA_VERSIONS, ManifestEntry, load_manifest, manifest_stem,
+    model_entries,
 )
 from .meta import Layout
 from .torch_writer import OpaquePickler
@@ -151,7 +151,7 @@ def _canonical_key(key: str) -> str:
     return key.replace("base_model.model.", "").replace(".base_layer.", ".")
 
 
-def _init_tensor(key: str, shape: tuple[int, ...], gen, *, buffer: bool):
+def _init_tensor(key: str, shape: tuple[int, ...], gen):
     """Values that look like a trained net's: small weights, positive weight_g, ~1 norm gains.
 
     In-place normal_/uniform_ on an empty tensor: one memory pass (53 M values in ~0.25 s).
@@ -198,7 +198,7 @@ def state_dict(model: str, version: str, *, scale: int = 1, seed: int = 0, dtype
             out[entry.key] = torch.empty(shape, dtype=dt, device="meta")
             continue
         gen.manual_seed(_key_seed(seed, _canonical_key(entry.key)))
-        t = _init_tensor(entry.key, shape, gen, buffer=entry.buffer)
+        t = _init_tensor(entry.key, shape, gen)
         out[entry.key] = t if dt == torch.float32 else t.to(dt)
     return out
 

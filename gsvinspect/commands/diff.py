@@ -77,7 +77,7 @@ def compute_report(args, stack: ExitStack):
         rules = suggest_rules(pre.weights, ft.weights)
     al = align(pre.weights, ft.weights, rules)
     report = DiffReport(pre=FileSide.of(pre, args.pre), ft=FileSide.of(ft, args.ft), alignment=al,
-                        findings=diagnose(pre, ft, al), rules=rules, suggested=bool(args.suggest))
+                        findings=diagnose(pre, ft, al), suggested=bool(args.suggest))
     asked = _asked_spectra(args, al)   # a bad --spectrum fails before any tensor is read
     if not args.no_stats:
         report.stats, report.stats_error = _stats(pre, ft, al, args.device)
