@@ -52,8 +52,10 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
 
 
 def run_sub(*argv, cwd=None) -> subprocess.CompletedProcess:
+    """The real CLI as a script runs it: piped, no forced colours, not under textual-serve."""
     env = dict(os.environ, COLUMNS="200")
     env.pop("FORCE_COLOR", None)
+    env.pop("TEXTUAL_DRIVER", None)
     return subprocess.run([sys.executable, "-m", "gsvinspect", *map(str, argv)], capture_output=True, text=True,
                           env=env, cwd=cwd, timeout=120)
 
@@ -270,6 +272,17 @@ def test_check_subprocess_piped(full_files):
     res = run_sub("check", full_files["export-v2"], "--top", "2")
     assert res.returncode == 1 and not ANSI.search(res.stdout)
     assert "enc_q" in res.stdout and "strict=False" in res.stdout
+
+
+def test_check_top_defaults_to_25_and_0_lists_all(full_files):
+    """`check --help`: --top N lists at most N keys per section (default 25; 0 lists all)."""
+    def listed(out):
+        return [ln.strip() for ln in out.splitlines() if re.fullmatch(r"enc_q\.[\w.]+", ln.strip())]
+
+    res = run_sub("check", full_files["export-v2"])
+    assert res.returncode == 1 and len(listed(res.stdout)) == 25 and "… and 78 more" in res.stdout
+    res = run_sub("check", full_files["export-v2"], "--top", "0")
+    assert res.returncode == 1 and len(set(listed(res.stdout))) == 103 and "… and" not in res.stdout
 
 
 def test_rules_check_with_files_exits_1_on_a_dead_rule(pairs, capsys, tmp_path):

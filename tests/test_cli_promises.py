@@ -1,5 +1,6 @@
 """README promises about the CLI that no other test checked: `info` plain when piped, `ls
---filter/--all/--json`, `diff --device cuda` without a GPU, and the app's `--no-mouse`.
+--filter/--all/--json` in file order, `diff --device cuda` without a GPU, the app's `--no-mouse`,
+`gsvinspect PRE FT` as shorthand for `open`, and the README's example rules file.
 
 Every check runs the real command in a subprocess on files written by gsvinspect.synth.
 """
@@ -13,17 +14,14 @@ import select
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
+from test_cli_diff import ANSI, run_sub
 
 from gsvinspect import synth
 
-ANSI = re.compile(r"\x1b\[")
-
-
-def _gsv(*argv, cwd=None, env=None):
-    return subprocess.run([sys.executable, "-m", "gsvinspect", *map(str, argv)], capture_output=True,
-                          text=True, timeout=120, cwd=cwd, env=env)
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +31,7 @@ def gpt_pair(tmp_path_factory):
 
 def test_info_piped_is_plain_text_with_the_facts(gpt_pair):
     _, ft = gpt_pair
-    r = _gsv("info", ft)
+    r = run_sub("info", ft)
     assert r.returncode == 0, r.stderr
     assert not ANSI.search(r.stdout) and "┃" not in r.stdout and "│" not in r.stdout
     lines = dict(ln.split(None, 1) for ln in r.stdout.splitlines()[1:] if ln and not ln.startswith(" "))
@@ -43,17 +41,23 @@ def test_info_piped_is_plain_text_with_the_facts(gpt_pair):
 
 def test_ls_filter_all_and_json(gpt_pair):
     _, ft = gpt_pair
-    every = json.loads(_gsv("ls", ft, "--json").stdout)["keys"]
+    import torch
+
+    every = json.loads(run_sub("ls", ft, "--json").stdout)["keys"]
     assert len(every) == 295 and all(k["key"].startswith("model.") for k in every)
-    some = json.loads(_gsv("ls", ft, "--json", "--filter", r"\.self_attn\.in_proj_weight$").stdout)["keys"]
+    # keys, shapes and dtypes in file order: what torch.load itself reads
+    sd = torch.load(ft, weights_only=False)["state_dict"]
+    assert [(k["key"], k["shape"], k["dtype"]) for k in every] == \
+        [(k, list(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in sd.items()]
+    some = json.loads(run_sub("ls", ft, "--json", "--filter", r"\.self_attn\.in_proj_weight$").stdout)["keys"]
     assert [k["key"] for k in some] == [k["key"] for k in every if k["key"].endswith(".self_attn.in_proj_weight")]
     assert len(some) == 24  # one per layer, in file order
-    with_opt = json.loads(_gsv("ls", ft, "--json", "--all").stdout)["keys"]
+    with_opt = json.loads(run_sub("ls", ft, "--json", "--all").stdout)["keys"]
     extra = [k["key"] for k in with_opt[len(every):]]
     # tensors outside the state dict: the optimizer moments and the checkpoint callback's scores
     assert any(k.startswith("optimizer_states/0/state/") for k in extra)
     assert all(k.split("/", 1)[0] in ("optimizer_states", "callbacks") for k in extra)
-    bad = _gsv("ls", ft, "--filter", "(")
+    bad = run_sub("ls", ft, "--filter", "(")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--filter" in bad.stderr
 
 
@@ -63,10 +67,32 @@ def test_diff_device_cuda_without_gpu_is_a_usage_error(gpt_pair):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: the CUDA path itself is exercised instead")
     pre, ft = gpt_pair
-    r = _gsv("diff", pre, ft, "--device", "cuda")
+    r = run_sub("diff", pre, ft, "--device", "cuda")
     assert r.returncode == 2, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "cuda" in r.stderr.lower()
-    assert _gsv("diff", pre, ft, "--device", "cpu", "--json").returncode == 0
+    assert run_sub("diff", pre, ft, "--device", "cpu", "--json").returncode == 0
+
+
+def test_bare_files_are_shorthand_for_open(gpt_pair):
+    """`gsvinspect PRE FT` is `gsvinspect open PRE FT`: without a terminal both give the inspector's
+    own refusal (not argparse's 'invalid choice'), with the app's options too."""
+    pre, ft = gpt_pair
+    opened = run_sub("open", pre, ft)
+    assert opened.returncode == 2 and "the inspector needs an interactive terminal" in opened.stderr
+    for argv in ((pre, ft), (pre, ft, "--no-stats", "--no-mouse"), (pre,)):
+        r = run_sub(*argv)
+        assert (r.returncode, r.stderr) == (2, opened.stderr), argv
+
+
+def test_readme_rules_file_example_is_valid(tmp_path):
+    """The example under "A rules file" in the README is a file `rules check` accepts as written."""
+    example = re.search(r"### A rules file\n\n```toml\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    rules = tmp_path / "rules.toml"
+    rules.write_text(example.group(1))
+    r = run_sub("rules", "check", rules)
+    assert r.returncode == 0, r.stderr
+    assert "OK, 2 rules, 2 alpha entries" in r.stdout
+    assert "strip_prefix 'module.'" in r.stdout and "rename ^net_g\\. -> ''" in r.stdout
 
 
 def _screen_until(fd, proc, needle: bytes, timeout: float = 30.0) -> bytes:

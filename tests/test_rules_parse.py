@@ -193,3 +193,32 @@ def test_any_rules_text_parses_or_raises_rules_error(pieces):
         back = parse_rules(rs.to_toml())
         assert [spec(r) for r in back.rules] == [spec(r) for r in rs.rules]
         assert (back.weights_entry, back.alphas, back.alpha_default) == (rs.weights_entry, rs.alphas, rs.alpha_default)
+
+
+# Rule.apply is the one-key statement of each kind; apply_rules is the bulk, rule-major form with a
+# required-literal pre-filter. They must agree on every key, side and rule order.
+_SEGMENTS = ["module", "cfm", "base_model", "model", "enc_p", "base_layer", "lora_A", "default", "weight", "bias",
+             "0", "attn", "to_q", "BASE"]
+_SPECS = [("rename", r"\.base_layer\.", "."), ("rename", r"^cfm\.base_model\.model\.", "cfm."),
+          ("rename", r"(?P<a>\w+)\.weight$", r"\g<a>.w"), ("rename", "model|layer", "M"), ("rename", "(?i)base", "b"),
+          ("strip_prefix", "module.", ""), ("add_prefix", "model.", ""), ("drop", r"lora_[AB]\.", ""),
+          ("drop", "a+ttn", ""), ("keep_only", r"^(cfm|enc_p)\.", ""), ("keep_only", r"default\b", "")]
+
+
+@settings(max_examples=200, deadline=None)
+@given(keys=st.lists(st.lists(st.sampled_from(_SEGMENTS), min_size=1, max_size=6).map(".".join), max_size=12),
+       specs=st.lists(st.tuples(st.sampled_from(_SPECS), st.sampled_from(["ft", "pre", "both"])), max_size=5),
+       side=st.sampled_from(["ft", "pre"]))
+def test_bulk_application_equals_rule_by_rule(keys, specs, side):
+    rs = RuleSet([Rule(kind, pattern, repl, side=s) for (kind, pattern, repl), s in specs])
+    ap = apply_rules(rs, keys, side)
+    for i, key in enumerate(keys):
+        cur, touched = key, []
+        for ri, rule in enumerate(rs.rules):
+            if cur is not None and rule.applies_to(side):
+                new = rule.apply(cur)
+                if new != cur:
+                    touched.append(ri)
+                cur = new
+        assert (ap.targets[i], ap.touched[i]) == (cur, tuple(touched)), key
+    assert ap.hits == [sum(ri in t for t in ap.touched) for ri in range(len(rs.rules))]
