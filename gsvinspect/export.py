@@ -66,6 +66,11 @@ class TensorSource:
     def nbytes(self) -> int:
         return TensorInfo(self.key, self.shape, self.dtype).nbytes
 
+    @property
+    def mix(self) -> float | None:
+        """The fine-tuned side's weight when mixed: `alpha`, or lora_B's scale in LoRA form."""
+        return self.alpha if self.alpha is not None else self.scale_b
+
     def to_json(self) -> dict:
         d = {"key": self.key, "shape": list(self.shape), "dtype": self.dtype, "from": self.origin,
              "src_dtype": self.src_dtype}
@@ -105,7 +110,6 @@ class ExportPlan:
     header: bytes
     dtype_mode: str
     config_mode: str
-    missing_policy: str
     tensors: list[TensorSource]
     entries: list[Entry]
     dropped: list[tuple[str, str]]    # (fine-tuned key, why)
@@ -145,7 +149,7 @@ class ExportPlan:
                 c["from_ft"] += 1
             if t.origin == "lora":
                 c["lora_merged"] += 1
-            if t.alpha is not None or t.scale_b is not None:
+            if t.mix is not None:
                 c["interpolated"] += 1
             if t.dtype != t.src_dtype:
                 c["dtype_changed"] += 1
@@ -162,16 +166,15 @@ class ExportPlan:
     def alphas_used(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for t in self.tensors:
-            a = t.alpha if t.alpha is not None else t.scale_b
-            if a is not None:
-                out[repr(a)] = out.get(repr(a), 0) + 1
+            if t.mix is not None:
+                out[repr(t.mix)] = out.get(repr(t.mix), 0) + 1
         return out
 
     def alpha_by_module(self) -> dict[str, float]:
         """Module prefix (two name levels) -> alpha, for modules whose tensors share one alpha."""
         mods: dict[str, set] = {}
         for t in self.tensors:
-            a = t.alpha if t.alpha is not None else t.scale_b
+            a = t.mix
             if a is None and t.origin == "pre":
                 continue
             prefix = ".".join(t.key.split(".")[:2])
@@ -289,8 +292,8 @@ class ExportReport:
                                              if m.get("shapes_checked") else "")))
         return rows
 
-    def to_json(self) -> dict:
-        d = self.plan.to_json()
+    def to_json(self, *, tensors: bool = False) -> dict:
+        d = self.plan.to_json(tensors=tensors)
         d.update({"out": str(self.out_path), "size": self.size, "sha256": self.sha256,
                   "verdict": self.verdict.to_json(), "manifest_check": self.manifest_check,
                   "padded": self.padded, "seconds": round(self.seconds, 3),
@@ -489,15 +492,14 @@ def plan_export(pre_ck, ft_ck, *, rules=None, layout: str | None = None, dtype: 
                      f"writing {version}")
     ft_lora = _is_lora(ft_ck)
 
+    # ---- the fine-tuned side as plain keys (LoRA merged on paper) -------------------------------
+    ft_infos, view = _ft_view(ft_ck, pre_ck, ft_lora)
     if suggest and rules is None:
         from .suggest import suggest_rules
 
-        rules = suggest_rules(pre_ck.weights, _ft_view(ft_ck, pre_ck, ft_lora)[0])
+        rules = suggest_rules(pre_ck.weights, ft_infos)
         if len(rules):
             notes.append("rules suggested automatically (--suggest): " + "; ".join(r.describe() for r in rules))
-
-    # ---- the fine-tuned side as plain keys (LoRA merged on paper) -------------------------------
-    ft_infos, view = _ft_view(ft_ck, pre_ck, ft_lora)
     if view is not None and view.unresolved:
         problems.append(f"{len(view.unresolved)} LoRA layers have no base weight in either file "
                         f"(e.g. {view.unresolved[0]})")
@@ -544,7 +546,6 @@ def plan_export(pre_ck, ft_ck, *, rules=None, layout: str | None = None, dtype: 
         if side == "ft":
             dropped.append((key, f"dropped by rule {rule + 1}"))
     tensors: list[TensorSource] = []
-    n_paired = [0]  # output keys that have a fine-tuned partner (whatever alpha does with it)
 
     def natural_dtype(pre_info, ft_info):
         if choice == "pretrained":
@@ -554,7 +555,6 @@ def plan_export(pre_ck, ft_ck, *, rules=None, layout: str | None = None, dtype: 
         return (ft_info or pre_info).dtype
 
     def from_ft(out_key: str, ft_key: str, pre_key: str | None, target: str, pre_info, ft_info):
-        n_paired[0] += 1
         a = _alpha_for(rules, alpha, target) if pre_key is not None else None
         if a is not None and not (ft_info.is_float and pre_info is not None and pre_info.is_float):
             a = None  # integer/bool buffers are never interpolated
@@ -608,19 +608,16 @@ def plan_export(pre_ck, ft_ck, *, rules=None, layout: str | None = None, dtype: 
                 from_ft(pk, row.ft_key, pk, row.target, row.pre, row.ft)
             elif st is Status.MISSING:
                 from_pre(pk, pk, "not in the fine-tuned file")
-            elif st is Status.SHAPE_DIFFERS:
-                reason = f"shape differs (pretrained {list(row.pre.shape)}, fine-tuned {list(row.ft.shape)})"
+            elif st in (Status.SHAPE_DIFFERS, Status.CONFLICT):
+                shape = st is Status.SHAPE_DIFFERS
+                reason = (f"shape differs (pretrained {list(row.pre.shape)}, fine-tuned {list(row.ft.shape)})"
+                          if shape else f"conflict: {', '.join(row.sources)} all map to {row.target}")
                 if missing == "error":
                     problems.append(f"{pk}: {reason}")
-                else:
-                    from_pre(pk, pk, reason)
+                    continue
+                from_pre(pk, pk, reason)
+                if shape:
                     dropped.append((row.ft_key, reason))
-            elif st is Status.CONFLICT:
-                reason = f"conflict: {', '.join(row.sources)} all map to {row.target}"
-                if missing == "error":
-                    problems.append(f"{pk}: {reason}")
-                else:
-                    from_pre(pk, pk, reason)
         for row in al.rows:
             if row.status is Status.UNEXPECTED:
                 dropped.append((row.ft_key, "not in the pretrained file"))
@@ -631,7 +628,7 @@ def plan_export(pre_ck, ft_ck, *, rules=None, layout: str | None = None, dtype: 
             for row in al.rows:
                 if row.pre_key and "enc_q" in row.pre_key and row.ft_key:
                     dropped.append((row.ft_key, "enc_q is not part of an inference export"))
-        n_ft = n_paired[0]
+        n_ft = sum(t.ft_key is not None for t in tensors)  # keys with a fine-tuned partner, whatever alpha did
         if tensors and n_ft == 0:
             problems.append("no fine-tuned tensor matched a pretrained key: the output would be the "
                             "pretrained model; give --rules FILE or --suggest")
@@ -680,7 +677,7 @@ def plan_export(pre_ck, ft_ck, *, rules=None, layout: str | None = None, dtype: 
     size_rule = _size_rule(kind, version, choice, header)
     plan = ExportPlan(
         pre_path=pre_ck.path, ft_path=ft_ck.path, kind=kind, version=version, layout=out_layout,
-        layout_choice=choice, header=header, dtype_mode=dtype, config_mode=config, missing_policy=missing,
+        layout_choice=choice, header=header, dtype_mode=dtype, config_mode=config,
         tensors=tensors, entries=entries, dropped=dropped, scaler_where=scaler_where,
         scaler_from=scaler_from, scaler_note=scaler_note, config_source=config_source, info=info,
         alpha=alpha, lora_rank=rank, lora_merged=len(view.merges) if view is not None and not lora_form else 0,
@@ -872,12 +869,11 @@ def _compute(plan: ExportPlan, ts: TensorSource):
 
     pre, ft = plan.pre, plan.ft
     src_ck, src_key = (pre, ts.pre_key) if ts.origin == "pre" else (ft, ts.ft_key)
-    src_dtype = (src_ck.weights[src_key].dtype if src_key in src_ck.weights else ts.src_dtype)
     changes = ts.scale_b is not None or (ts.alpha is not None and ts.pre_key is not None)
-    if ts.origin != "lora" and not changes and src_dtype == ts.dtype:
+    if ts.origin != "lora" and not changes and ts.src_dtype == ts.dtype:
         return exact_tensor(src_ck.tensor(src_key))  # unchanged: bytes straight from the mapped input
     mix_dtype = pre.weights[ts.pre_key].dtype if ts.alpha is not None and ts.pre_key else "float32"
-    if ts.origin != "lora" and {src_dtype, ts.dtype, mix_dtype} <= set(_NUMPY_FLOATS) \
+    if ts.origin != "lora" and {ts.src_dtype, ts.dtype, mix_dtype} <= set(_NUMPY_FLOATS) \
             and not getattr(src_ck, "trusted", False) and not getattr(pre, "trusted", False):
         return torch.from_numpy(_compute_numpy(plan, ts, src_ck, src_key))
     out_dtype = getattr(torch, ts.dtype)
@@ -1083,8 +1079,9 @@ def _typed_equal(a: Any, b: Any) -> bool:
     return a == b
 
 
-def _verify(plan: ExportPlan, temp: Path, weights: dict, obj: Any) -> tuple[int, Any]:
-    """Reopen the temp file with our loader and compare everything with what was meant."""
+def _verify(plan: ExportPlan, temp: Path, weights: dict, obj: Any) -> tuple[Any, dict | None]:
+    """Reopen the temp file with our loader and compare everything with what was meant;
+    returns GPT-SoVITS's reading of it (`_verdict`) and the manifest check."""
     import numpy as np
 
     from .checkpoint import open_checkpoint
@@ -1117,9 +1114,7 @@ def _verify(plan: ExportPlan, temp: Path, weights: dict, obj: Any) -> tuple[int,
             original = (plan.ft if plan.scaler_from == "fine-tuned" else plan.pre).scaler.state
             if not _typed_equal(got, original):
                 raise ExportError(plan.ft_path, "verification failed: GradScaler state differs from the input's")
-        verdict = _verdict(plan, temp, ck)
-        manifest_check = _manifest_check(plan, ck)
-        return len(weights), (verdict, manifest_check)
+        return _verdict(plan, temp, ck), _manifest_check(plan, ck)
     finally:
         ck.close()
 
@@ -1226,13 +1221,13 @@ def run_export(plan: ExportPlan, out_path, *, force: bool = False, progress: Pro
         def verify(temp: Path) -> None:
             if progress is not None:
                 progress("verify", 0, total)
-            n, (verdict, mcheck) = _verify(plan, temp, weights, obj)
+            verdict, mcheck = _verify(plan, temp, weights, obj)
             if not verdict.ok:
                 raise ExportError(out_path, "GPT-SoVITS would misread the written file: " + "; ".join(verdict.notes))
             disk_size = os.path.getsize(temp)
             if disk_size != pf.written:
                 raise ExportError(out_path, f"verification failed: {disk_size} bytes on disk, {pf.written} written")
-            result.update(n=n, verdict=verdict, mcheck=mcheck, sha=pf.sha.hexdigest(), size=disk_size)
+            result.update(verdict=verdict, mcheck=mcheck, sha=pf.sha.hexdigest(), size=disk_size)
 
         try:
             w.commit(verify)
@@ -1240,7 +1235,7 @@ def run_export(plan: ExportPlan, out_path, *, force: bool = False, progress: Pro
             raise _write_error(out_path, exc) from None
     report = ExportReport(plan=plan, out_path=out_path, size=result["size"], sha256=result["sha"],
                           verdict=result["verdict"], manifest_check=result["mcheck"], padded=padded,
-                          seconds=time.perf_counter() - t0, verified_tensors=result["n"])
+                          seconds=time.perf_counter() - t0, verified_tensors=len(weights))
     return report
 
 

@@ -21,10 +21,6 @@ _LORA = re.compile(r"^(?P<module>.+)\.lora_(?P<ab>[AB])\.(?P<adapter>[^.]+)\.wei
 _BASE_LAYER = re.compile(r"\.base_layer\.")
 
 
-def is_peft_key(key: str) -> bool:
-    return bool(_PEFT_ROOT.search(key)) or ".lora_A." in key or ".lora_B." in key or ".base_layer." in key
-
-
 def has_lora(keys) -> bool:
     return any(".lora_A." in k or ".lora_B." in k for k in keys)
 

@@ -19,8 +19,9 @@ import types
 from typing import Any, BinaryIO
 
 from .safe_unpickle import DtypeRef, Opaque
+from .upstream_version import HEAD2VERSION
 
-VALID_HEADERS = (b"PK", b"00", b"01", b"02", b"03", b"04", b"05", b"06")
+VALID_HEADERS = (b"PK", *HEAD2VERSION)  # a plain zip, or a header GPT-SoVITS's loader knows
 
 
 class OpaquePickler(pickle._Pickler):  # pure-Python pickler: lets us emit raw opcodes

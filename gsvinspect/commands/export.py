@@ -100,10 +100,7 @@ def run(args) -> int:
         if progress is not None:
             print(file=sys.stderr)
         if args.json:
-            data = report.to_json()
-            if args.tensors:
-                data["tensors"] = [t.to_json() for t in plan.tensors]
-            emit_json(data)
+            emit_json(report.to_json(tensors=args.tensors))
         else:
             _table(con, "export written", report.describe())
             _list(con, "filled from pretrained", plan.filled())
