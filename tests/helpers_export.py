@@ -1,4 +1,5 @@
-"""Shared pieces of the export tests: one torch thread, plan+write from two paths, file digests.
+"""Shared pieces of the export tests: one torch thread, synthetic pairs, plan+write from two paths,
+file digests.
 
 `one_torch_thread` is an autouse module fixture: import it into a test module to apply it there.
 """
@@ -23,6 +24,24 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def pair_factory(tmp_path_factory):
+    """`get(kind, version)`: a synthetic (pretrained, fine-tuned) pair at SCALE, written on first use.
+
+    Wrap it in a module fixture (``return pair_factory(tmp_path_factory)``) so a module writes each pair once.
+    """
+    from gsvinspect import synth
+
+    root = tmp_path_factory.mktemp("pairs")
+    cache: dict = {}
+
+    def get(kind: str, version: str):
+        if (kind, version) not in cache:
+            cache[(kind, version)] = synth.write_pair(root / f"{kind}-{version}", kind, version, scale=SCALE)
+        return cache[(kind, version)]
+
+    return get
 
 
 def try_export(pre_p, ft_p, out, **kw):

@@ -10,8 +10,7 @@ import torch
 
 from gsvinspect import synth
 from gsvinspect.cli import main
-
-SCALE = 16
+from helpers_export import SCALE
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +79,20 @@ def test_exit_codes(gpt_pair, tmp_path, capsys):
     assert not (tmp_path / "z.ckpt").exists()
     assert main(["export", str(pre), str(ft), "--layout", "sovits-weights", "--dry-run"]) == 1
     assert main(["export", str(tmp_path / "missing.ckpt"), str(ft), "--dry-run"]) == 3
+
+
+def test_trust_loads_with_torch_and_writes_the_same_bytes(gpt_pair, tmp_path, capsys):
+    """--trust opens the inputs with plain torch.load, so mixing and casting run in torch instead
+    of numpy: the file written must be the same, byte for byte."""
+    pre, ft = gpt_pair
+    digests = []
+    for extra in ([], ["--trust"]):
+        out = tmp_path / f"o{len(extra)}.ckpt"
+        assert main(["export", str(pre), str(ft), "-o", str(out), "--alpha", "0.7", "--json", *extra]) == 0
+        data = _json(capsys)
+        assert data["alphas_used"] == {"0.7": 295} and data["verdict"]["ok"] is True
+        digests.append(data["sha256"])
+    assert digests[0] == digests[1]
 
 
 def test_rules_file_with_alphas(gpt_pair, tmp_path, capsys):

@@ -23,7 +23,7 @@ from gsvinspect.manifest import expected_weights
 from gsvinspect.meta import Layout
 from gsvinspect.safe_unpickle import Opaque
 from gsvinspect.upstream_version import fast_version
-from helpers_export import SCALE, export_ok, one_torch_thread, sha256_of  # noqa: F401  (autouse fixture)
+from helpers_export import SCALE, export_ok, one_torch_thread, pair_factory, sha256_of  # noqa: F401  (autouse fixture)
 
 CASES = (
     [("gpt", v) for v in ("v1", "v2")]
@@ -36,15 +36,7 @@ CASES = (
 
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pairs")
-    cache: dict = {}
-
-    def get(kind: str, version: str):
-        if (kind, version) not in cache:
-            cache[(kind, version)] = synth.write_pair(root / f"{kind}-{version}", kind, version, scale=SCALE)
-        return cache[(kind, version)]
-
-    return get
+    return pair_factory(tmp_path_factory)
 
 
 def _model(kind: str) -> str:
@@ -176,4 +168,29 @@ def test_dtype_option_float_and_half(pairs, tmp_path):
     with open_checkpoint(ft_p) as ft, open_checkpoint(tmp_path / "f.pth") as out:
         k = next(iter(ft.weights))
         assert torch.equal(out.tensor(k), ft.tensor(k))  # fp32 -> fp32: bit for bit
-    assert rep.plan.dtype_changes() == {"float32->float32": 0} or rep.plan.dtype_changes() == {}
+    assert rep.plan.dtype_changes() == {}
+    _, rep = export_ok(pre_p, ft_p, tmp_path / "h.pth", dtype="half")
+    half = torch.load(tmp_path / "h.pth", weights_only=True)["weight"]
+    assert {v.dtype for v in half.values()} == {torch.float16}
+    with open_checkpoint(ft_p) as ft:
+        assert all(torch.equal(half[k], ft.tensor(k).half()) for k in ft.weights)
+        assert rep.plan.dtype_changes() == {"float32->float16": len(ft.weights)}
+
+
+def test_config_comes_from_the_fine_tuned_file(pairs, tmp_path):
+    """README: `config` comes from FT as a plain dict; from PRE only when FT has none (G_*.pth)."""
+    pre_p, ft_p = pairs("gpt", "v2")
+    obj = torch.load(ft_p, map_location="cpu", weights_only=False)
+    obj["hyper_parameters"]["config"]["data"]["max_sec"] = 77  # PRE's config says otherwise
+    ft2 = tmp_path / "epoch=1-step=2.ckpt"
+    torch.save(obj, ft2)
+    plan, _ = export_ok(pre_p, ft2, tmp_path / "gpt.ckpt")
+    assert plan.config_source.startswith("fine-tuned hyper_parameters.config")
+    cfg = torch.load(tmp_path / "gpt.ckpt", weights_only=True)["config"]
+    assert cfg["data"]["max_sec"] == 77
+    assert torch.load(pre_p, weights_only=True)["config"]["data"]["max_sec"] != 77
+
+    pre_p, ft_p = pairs("sovits-G", "v2")
+    plan, _ = export_ok(pre_p, ft_p, tmp_path / "g.pth")
+    assert plan.config_source.startswith("pretrained config") and "the fine-tuned file has none" in plan.config_source
+    assert torch.load(tmp_path / "g.pth", weights_only=True)["config"] == torch.load(pre_p, weights_only=True)["config"]
