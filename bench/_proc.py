@@ -59,7 +59,7 @@ def split_peak(stderr: str) -> tuple[str, float]:
 
 def gsvinspect_code(*argv: str) -> str:
     """Code that runs the gsvinspect CLI exactly like the console script does."""
-    return f"from gsvinspect.cli import main; sys.exit(main({list(argv)!r}))"
+    return f"from gsvinspect.cli.main import main; sys.exit(main({list(argv)!r}))"
 
 
 def read_floor(paths) -> float:

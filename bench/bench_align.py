@@ -10,10 +10,10 @@ import argparse
 import statistics
 import time
 
-from gsvinspect.align import align
+from gsvinspect.align.alignment import align
 from gsvinspect.meta import TensorInfo
-from gsvinspect.rules import parse_rules
-from gsvinspect.suggest import suggest_rules
+from gsvinspect.align.rules import parse_rules
+from gsvinspect.align.suggest import suggest_rules
 
 # the four rules a DDP + peft LoRA G needs; the timed re-apply uses these
 RULES = """

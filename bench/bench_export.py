@@ -58,8 +58,8 @@ class _AnonPeak:
 
 
 def child_export(pre: str, ft: str, out: str) -> dict:
-    from gsvinspect.checkpoint import open_checkpoint
-    from gsvinspect.export import plan_export, run_export
+    from gsvinspect.load.checkpoint import open_checkpoint
+    from gsvinspect.export.exporter import plan_export, run_export
 
     import torch  # noqa: F401  (import cost outside the timing)
 

@@ -70,9 +70,9 @@ print(time.perf_counter() - t0, anon, rss_anon("VmHWM:"))
 ENGINE = RSS_ANON + r"""
 import sys, time
 t0 = time.perf_counter()
-from gsvinspect.checkpoint import open_checkpoint
-from gsvinspect.align import align
-from gsvinspect.stats import compute_stats
+from gsvinspect.load.checkpoint import open_checkpoint
+from gsvinspect.align.alignment import align
+from gsvinspect.stats.engine import compute_stats
 t_import = time.perf_counter() - t0
 dev = sys.argv[1]
 t_open = t_compute = 0.0

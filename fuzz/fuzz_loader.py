@@ -249,10 +249,10 @@ def random_ops(rng: random.Random) -> list[tuple]:
 WORKER = PEAK_RSS_SNIPPET + r"""
 import json, sys, traceback
 sys.setrecursionlimit(3000)
-from gsvinspect.checkpoint import open_checkpoint
+from gsvinspect.load.checkpoint import open_checkpoint
 from gsvinspect.errors import GsvError
-from gsvinspect.output import to_jsonable
-from gsvinspect.summary import info_dict
+from gsvinspect.report.output import to_jsonable
+from gsvinspect.report.summary import info_dict
 
 for line in sys.stdin:
     path = line.strip()

@@ -1,5 +1,5 @@
 """`python -m gsvinspect` is the same as the `gsvinspect` command."""
 
-from .cli import main
+from .cli.main import main
 
 raise SystemExit(main())

@@ -3,7 +3,7 @@
 Why: tests, benchmarks and the demo need every file kind of FORMATS.md (pretrained, Lightning,
 G_/D_ training ckpts, headered SoVITS exports, LoRA, vocoder, safetensors) without shipping
 gigabytes of real weights. Key names, order and shapes come from the manifests
-(gsvinspect.manifest), so detection sees what it would see on real files.
+(gsvinspect.load.manifest), so detection sees what it would see on real files.
 
 API (torch is imported lazily inside each function):
 
@@ -57,12 +57,12 @@ from collections import OrderedDict
 from pathlib import Path, PurePosixPath
 
 from .errors import UsageError
-from .manifest import (
+from .load.manifest import (
     D_VERSIONS, G_VERSIONS, GPT_VERSIONS, LORA_VERSIONS, ManifestEntry, load_manifest, manifest_stem,
     model_entries,
 )
 from .meta import Layout
-from .torch_writer import OpaquePickler
+from .export.torch_writer import OpaquePickler
 
 # (key, axis) pairs whose size detection relies on: never scaled
 PHONEME_TABLES = {
@@ -997,7 +997,7 @@ def write_pair(dir, kind: str, version: str, *, scale: int = 8, seed: int = 0,
 
 def symbol_rows(version: str, languages) -> list[int]:
     """Phoneme-embedding rows whose symbol belongs to one of `languages` (symbols.json tags)."""
-    from .symbols import symbols
+    from .load.symbols import symbols
 
     langs = {languages} if isinstance(languages, str) else set(languages)
     return [s.index for s in symbols("v1" if version == "v1" else "v2") if s.language in langs]

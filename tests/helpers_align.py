@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gsvinspect.manifest import expected_weights
+from gsvinspect.load.manifest import expected_weights
 from gsvinspect.meta import TensorInfo
 
 

@@ -11,8 +11,8 @@ import hashlib
 import pytest
 import torch
 
-from gsvinspect.checkpoint import open_checkpoint
-from gsvinspect.export import plan_export, run_export
+from gsvinspect.load.checkpoint import open_checkpoint
+from gsvinspect.export.exporter import plan_export, run_export
 
 SCALE = 16  # synthetic files are scaled down 16x unless a test says otherwise
 

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from gsvinspect import stats
+from gsvinspect.stats import engine as stats
 from gsvinspect.meta import TensorInfo
 
 

@@ -426,7 +426,7 @@ def _eocd_records(n: int) -> bytes:
 
 _BATCH_RUNNER = r"""
 import contextlib, io, json, sys
-from gsvinspect.cli import main
+from gsvinspect.cli.main import main
 jobs = json.load(sys.stdin)
 results = []
 for argv in jobs:

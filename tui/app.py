@@ -500,7 +500,7 @@ class GsvInspectApp(App[int]):
             if time.monotonic() - state["last"] >= STATS_FLUSH_S and not cancel.is_set():
                 flush()
 
-        from gsvinspect.stats import Cancelled
+        from gsvinspect.stats.engine import Cancelled
 
         try:
             self.session.compute_stats(triples, progress=progress, cancel=cancel, on_result=on_result)
@@ -621,7 +621,7 @@ class GsvInspectApp(App[int]):
     def _embedding_worker(self, line: Line) -> None:
         row = line.node.row
         try:
-            from gsvinspect.rollup import embedding_keys, embedding_rows
+            from gsvinspect.stats.rollup import embedding_keys, embedding_rows
 
             if not embedding_keys([row.target]):
                 return

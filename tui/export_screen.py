@@ -2,7 +2,7 @@
 (including whether the scaler state is kept) before anything is written; then write with progress
 and show the verified result or the error.
 
-All planning and writing is gsvinspect.export's; this screen only collects options and shows
+All planning and writing is gsvinspect.export.exporter's; this screen only collects options and shows
 results. It never overwrites a file without asking, and every failure stays inside the dialog.
 """
 
@@ -21,7 +21,7 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, ProgressBar, Select, Static
 
-from gsvinspect.export_options import DTYPE_CHOICES, LAYOUT_CHOICES, MISSING_CHOICES
+from gsvinspect.export.options import DTYPE_CHOICES, LAYOUT_CHOICES, MISSING_CHOICES
 
 from .detail import _kv_table
 from .dialogs import ConfirmScreen
@@ -88,7 +88,7 @@ class ExportScreen(ModalScreen[Any]):
         self.error: str | None = None
         self.writing = False
         self._token = 0
-        from gsvinspect import export as ex
+        from gsvinspect.export import exporter as ex
 
         self._ex = ex
 

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from gsvinspect.align import Status
+from gsvinspect.align.alignment import Status
 
 # Leaves carry the Status enum's member names. A dtype-only difference is informational (GPT-SoVITS
 # casts on load): the library's Status.is_problem decides.

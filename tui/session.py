@@ -54,7 +54,7 @@ class Session:
     def open(self, rules_text: str = "") -> None:
         """Open both checkpoints lazily (zip directory + restricted unpickle; no torch), taking the
         state dict that the rules' ``weights_entry`` names, as ``diff --rules`` does."""
-        from gsvinspect.checkpoint import open_with_entry
+        from gsvinspect.load.checkpoint import open_with_entry
 
         entry = self._rules_weights_entry(rules_text)
         self.pre = open_with_entry(self.pre_path, trust=self.trust, weights_entry=entry)
@@ -63,7 +63,7 @@ class Session:
 
     def _rules_weights_entry(self, text: str) -> str | None:
         """The rules' weights_entry; None without one (a bad file is reported by realign)."""
-        from gsvinspect.rules import parse_rules
+        from gsvinspect.align.rules import parse_rules
 
         try:
             return parse_rules(text, source=str(self.rules_path)).weights_entry
@@ -82,8 +82,8 @@ class Session:
         """Parse rules and align (pure metadata; milliseconds to ~0.1 s at 20k keys)."""
         if self.single:
             return Realigned(generation, model=ViewModel(single_rows(self.pre.weights), single=True))
-        from gsvinspect.align import align
-        from gsvinspect.rules import RuleSet, parse_rules
+        from gsvinspect.align.alignment import align
+        from gsvinspect.align.rules import RuleSet, parse_rules
 
         try:
             rules = parse_rules(text, source=str(self.rules_path) if self.rules_path else None) \
@@ -103,7 +103,7 @@ class Session:
     def diagnose(self) -> list:
         if self.single or self.alignment is None:
             return []
-        from gsvinspect.knowledge import diagnose
+        from gsvinspect.align.knowledge import diagnose
 
         alignment = self.alignment
         try:
@@ -132,7 +132,7 @@ class Session:
 
     def compute_stats(self, triples: list, *, progress: Callable[[int, int], None],
                       cancel: threading.Event, on_result: Callable[[str, Any], None]) -> Any:
-        from gsvinspect.stats import compute_stats
+        from gsvinspect.stats.engine import compute_stats
 
         return compute_stats(self.pre, self.ft, triples, device=self.device, progress=progress,
                              cancel=cancel, on_result=on_result)
@@ -140,7 +140,7 @@ class Session:
     # -- change spectra -------------------------------------------------------------------------------
     def why_no_spectrum(self, row: Any) -> str | None:
         """Why this alignment row has no change spectrum (unpaired, shapes differ, 1-D), or None."""
-        from gsvinspect.spectrum_pick import why_not
+        from gsvinspect.stats.spectrum_pick import why_not
 
         return why_not(row)
 
@@ -148,19 +148,19 @@ class Session:
         """At most `n` paired 2-D weights under `prefix`, the largest `change` first."""
         if self.alignment is None:
             return []
-        from gsvinspect.spectrum_pick import in_module, most_changed, wide_first
+        from gsvinspect.stats.spectrum_pick import in_module, most_changed, wide_first
 
         return most_changed(wide_first(in_module(self.alignment.rows, prefix)), n, change)
 
     def spectrum(self, row: Any) -> Any:  # worker thread
         """Spectrum of one aligned row's change (spectrum_pick.of_row); raises GsvError when it cannot."""
-        from gsvinspect.spectrum_pick import of_row
+        from gsvinspect.stats.spectrum_pick import of_row
 
         return of_row(self.pre, self.ft, row, device=self.device)
 
     # -- suggestions ------------------------------------------------------------------------------
     def suggest(self) -> str:
-        from gsvinspect.suggest import suggest_rules
+        from gsvinspect.align.suggest import suggest_rules
 
         return suggest_rules(list(self.pre.weights), list(self.ft.weights)).to_toml()
 

@@ -1,0 +1,457 @@
+"""What an alignment means for GPT-SoVITS: findings in plain words, not just set arithmetic.
+
+A missing `enc_q.*` is not "103 keys missing": it means the file is a SoVITS_weights export and,
+used as `pretrained_s2G`, trains with a random posterior encoder because GPT-SoVITS loads it with
+`strict=False` and says nothing. This module turns an `Alignment` (plus what the loader detected
+about each file) into such findings, and checks a single file against the key set GPT-SoVITS's
+loader expects for a model version (FORMATS.md §3.4, §5, §7, §8, §11).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .alignment import Alignment, Row, Status, align
+from ..load.detect import GPT_EMBED, SOVITS_EMBED
+from ..errors import UsageError
+from ..load.manifest import G_VERSIONS, LORA_VERSIONS, describe_name, expected_weights, manifest_names, resolve_name
+from ..meta import Layout, TensorInfo
+
+SEVERITIES = ("error", "warning", "info")
+PRO_PREFIXES = ("sv_emb.", "ge_to512.", "prelu.")
+WRAPPERS = {"module.": "DistributedDataParallel", "_orig_mod.": "torch.compile", "net_g.": "training wrapper"}
+_GPT_MARKERS = ("ar_text_embedding", "ar_audio_embedding", "h.layers.", "ar_predict_layer", "bert_proj")
+_SYMBOL_ROWS = {322: "v1 symbol set (322 symbols)", 732: "v2 symbol set (732 symbols)"}
+_GPT_ROWS = {512: "v1 phoneme vocabulary (512, s1longer.yaml)", 732: "v2 phoneme vocabulary (732, s1longer-v2.yaml)"}
+
+
+@dataclass(slots=True)
+class Finding:
+    """One thing worth telling the user, with the keys it is about."""
+
+    severity: str             # "error" | "warning" | "info"
+    code: str                 # stable identifier, e.g. "enc-q-missing"
+    message: str
+    keys: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"severity": self.severity, "code": self.code, "message": self.message, "keys": list(self.keys)}
+
+
+def _layout(ck: Any) -> Layout | None:
+    return getattr(ck, "layout", None)
+
+
+def _version(ck: Any) -> str:
+    return getattr(ck, "version", "unknown") or "unknown"
+
+
+def _keys_of(ck: Any) -> list[str]:
+    w = getattr(ck, "weights", None)
+    return list(w) if w is not None else []
+
+
+def _kind(keys: list[str]) -> str:
+    """gpt | sovits-G | sovits-G-lora | sovits-D | vocoder | other (wrapper prefixes ignored)."""
+    base = _strip_wrapper(keys)
+    if not base:
+        return "other"
+    n = len(base)
+    if any(m in k for k in base[:64] for m in _GPT_MARKERS) and not any(k.startswith(("enc_p.", "dec.")) for k in base):
+        return "gpt"
+    if any(".lora_A." in k or ".lora_B." in k for k in base):
+        return "sovits-G-lora"
+    if sum(k.startswith("discriminators.") for k in base) > 0.9 * n:
+        return "sovits-D"
+    if any(k.startswith(("enc_p.", "dec.", "cfm.", "ref_enc.", "quantizer.", "enc_q.", "flow.")) for k in base):
+        return "sovits-G"
+    if any(k.startswith("conv_pre.") for k in base):
+        return "vocoder"
+    return "other"
+
+
+def _strip_wrapper(keys: list[str]) -> list[str]:
+    for _ in range(3):
+        for p in WRAPPERS:
+            if keys and all(k.startswith(p) for k in keys):
+                keys = [k[len(p):] for k in keys]
+                break
+        else:
+            break
+    return keys
+
+
+def _few(keys: list[str], n: int = 3) -> str:
+    shown = ", ".join(keys[:n])
+    return shown + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
+
+
+def _rule_name(al: Alignment, i: int) -> str:
+    rule = al.rules.rules[i] if al.rules is not None and i < len(al.rules.rules) else None
+    where = f" (line {rule.line})" if rule is not None and rule.line else ""
+    what = f": {rule.describe()}" if rule is not None else ""
+    return f"rule {i + 1}{where}{what}"
+
+
+# ---------------------------------------------------------------------------------------------
+
+def diagnose(pre_ck: Any, ft_ck: Any, alignment: Alignment, *,
+             pre_name: str = "pretrained", ft_name: str = "fine-tuned") -> list[Finding]:
+    """GPT-SoVITS-specific findings for a pair (either checkpoint may be None: keys only).
+
+    Ordered errors first, then warnings, then info.
+    """
+    al = alignment
+    out: list[Finding] = []
+    rows = al.rows
+    pre_keys = _keys_of(pre_ck) or [r.pre_key for r in rows if r.pre_key is not None]
+    ft_keys = _keys_of(ft_ck) or [r.ft_key for r in rows if r.ft_key is not None]
+    pre_kind, ft_kind = _kind(pre_keys), _kind(ft_keys)
+    ft_layout = _layout(ft_ck)
+    is_gpt = "gpt" in (pre_kind, ft_kind)
+    by_status: dict[Status, list[Row]] = {s: [] for s in Status}
+    for r in rows:
+        by_status[r.status].append(r)
+
+    # -- different models altogether --------------------------------------------------------
+    families = {"sovits-G-lora": "sovits-G"}
+    if "other" not in (pre_kind, ft_kind) and families.get(pre_kind, pre_kind) != families.get(ft_kind, ft_kind):
+        out.append(Finding("error", "different-models",
+                           f"the {pre_name} file holds a {_KIND_WORDS[pre_kind]} and the {ft_name} file a "
+                           f"{_KIND_WORDS[ft_kind]}: they are different networks, so most keys cannot pair"))
+
+    # -- conflicts, dead rules ----------------------------------------------------------------
+    for target, sources in al.conflicts:
+        row = al.row_for(target)
+        rule = (" by " + ", ".join(_rule_name(al, i) for i in row.rules)) if row is not None and row.rules else ""
+        out.append(Finding("error", "rename-conflict",
+                           f"{len(sources)} keys land on {target!r}{rule}: {', '.join(sources)}; "
+                           "only one of them can fill it, so the rule list is ambiguous",
+                           list(dict.fromkeys([target, *sources]))))
+    for i in al.dead_rules():
+        out.append(Finding("warning", "dead-rule",
+                           f"{_rule_name(al, i)} matched no key: a typo, or a rule for another file", []))
+
+    # -- enc_q --------------------------------------------------------------------------------
+    missing_q = [r.target for r in by_status[Status.MISSING] if "enc_q" in r.target]
+    ft_has_q = any("enc_q" in k for k in ft_keys)
+    paired_q = any(r.ft is not None and r.pre is not None and "enc_q" in r.target for r in rows)
+    if missing_q and not ft_has_q:
+        export = ft_layout is Layout.SOVITS_WEIGHTS or ft_layout is None or ft_layout is Layout.SOVITS_WEIGHTS_LORA
+        ver = _version(ft_ck) if _version(ft_ck) != "unknown" else _version(pre_ck)
+        logs = f"logs_s2_{ver}" if ver not in ("unknown", "v1") else "logs_s2"
+        what = ("is a SoVITS_weights export (process_ckpt.savee drops every key containing 'enc_q')"
+                if export else "has no posterior encoder (enc_q)")
+        out.append(Finding(
+            "error", "enc-q-missing",
+            f"all {len(missing_q)} enc_q.* keys are missing: the {ft_name} file {what}. Used as pretrained_s2G "
+            "it would train with a randomly initialised posterior encoder: GPT-SoVITS loads pretrained_s2G "
+            "with strict=False and says nothing. The "
+            f"{logs}/G_*.pth of the same training run still has enc_q: use that file as the base "
+            "(or export from it).", missing_q))
+    elif missing_q and paired_q:
+        out.append(Finding("error", "enc-q-partial",
+                           f"{len(missing_q)} enc_q.* keys are missing from the {ft_name} file while others are "
+                           "there: a damaged or hand-edited state dict", missing_q))
+    unexpected_q = [r.target for r in by_status[Status.UNEXPECTED] if "enc_q" in r.target]
+    if unexpected_q and not any("enc_q" in k for k in pre_keys):
+        out.append(Finding("info", "enc-q-only-in-ft",
+                           f"the {pre_name} file has no enc_q (an export) while the {ft_name} file has "
+                           f"{len(unexpected_q)} enc_q.* keys; compare against a file that keeps enc_q "
+                           "(pretrained s2G or G_*.pth)", unexpected_q))
+
+    # -- text embedding sizes -------------------------------------------------------------------
+    explained: set[str] = set()
+    for key, table, what in ((SOVITS_EMBED, _SYMBOL_ROWS, "text embedding"),
+                             (GPT_EMBED, _GPT_ROWS, "GPT phoneme embedding")):
+        row = al.row_for(key)
+        if row is None or row.pre is None or row.ft is None or not row.pre.shape or not row.ft.shape:
+            continue
+        a, b = row.pre.shape[0], row.ft.shape[0]
+        if a == b:
+            continue
+        code = "symbol-set-mismatch" if key == SOVITS_EMBED else "phoneme-vocab-mismatch"
+        why = (" v1 and v2 use different text front-ends (symbol lists), so the rows mean different phonemes;"
+               " one cannot be a base model for the other" if {a, b} <= set(table) else "")
+        explained.add(key)
+        out.append(Finding("error", code,
+                           f"{what} {key} has {a} rows in the {pre_name} file ({table.get(a, 'unknown set')}) "
+                           f"and {b} in the {ft_name} file ({table.get(b, 'unknown set')}).{why}", [key]))
+
+    # -- shape mismatches -------------------------------------------------------------------
+    shape_rows = [r for r in by_status[Status.SHAPE_DIFFERS] if r.target not in explained]
+    if shape_rows:
+        keys = [r.target for r in shape_rows]
+        ex = "; ".join(f"{r.target} {list(r.pre.shape)} vs {list(r.ft.shape)}" for r in shape_rows[:3])
+        if is_gpt:
+            msg = (f"{len(keys)} tensors differ in shape ({ex}). GPT files load strictly: as pretrained_s1 "
+                   "or in inference this is a load error")
+        else:
+            msg = (f"{len(keys)} tensors differ in shape ({ex}). GPT-SoVITS would silently re-initialise them "
+                   "when resuming training from this file (utils.load_checkpoint keeps the fresh init for a "
+                   "shape-mismatched key and only prints a line), and load_state_dict as pretrained_s2G/s2D "
+                   "stops with a size-mismatch error even with strict=False")
+        out.append(Finding("error", "shape-differs", msg, keys))
+
+    # -- v2Pro branch -----------------------------------------------------------------------
+    pro_missing = [r.target for r in by_status[Status.MISSING] if r.target.startswith(PRO_PREFIXES)]
+    pro_extra = [r.target for r in by_status[Status.UNEXPECTED] if r.target.startswith(PRO_PREFIXES)]
+    if pro_missing:
+        out.append(Finding("warning", "pro-branch-missing",
+                           f"the {ft_name} file lacks the v2Pro speaker-verification branch "
+                           f"({_few(pro_missing)}): it is a plain v2 network, not {_version(pre_ck)}", pro_missing))
+    if pro_extra:
+        out.append(Finding("warning", "pro-branch-extra",
+                           f"the {ft_name} file has the v2Pro/v2ProPlus speaker-verification branch "
+                           f"({_few(pro_extra)}) that the {pre_name} network lacks; loaded into a plain v2 net "
+                           "(strict=False) exactly these keys are ignored", pro_extra))
+
+    # -- GPT prefix --------------------------------------------------------------------------
+    sides = (("ft", ft_keys, ft_name, ft_kind), ("pre", pre_keys, pre_name, pre_kind))
+    for side, keys, name, kind in sides:
+        base = _strip_wrapper(keys)
+        if kind == "gpt" and base and sum(k.startswith("model.") for k in base) < 0.5 * len(base):
+            fixed = side == "ft" and any(r.rules for r in rows) and al.n_paired >= 0.9 * len(base)
+            out.append(Finding(
+                "error" if not fixed else "warning", "gpt-no-model-prefix",
+                f"the {name} file's GPT keys do not start with 'model.' (e.g. {base[0]!r}). GPT-SoVITS loads "
+                "s1 weights strictly (training and inference): a file with these names fails to load as "
+                "pretrained_s1. " + ("The rules line them up here; an export writes the pretrained names."
+                                     if fixed else "Add the rule add_prefix = 'model.' (gsvinspect rules suggest)."),
+                base[:1]))
+
+    # -- wrapper prefixes, peft -------------------------------------------------------------
+    for _, keys, name, kind in sides:
+        for p, who in WRAPPERS.items():
+            if keys and all(k.startswith(p) for k in keys):
+                consequence = ("a strict load fails" if kind == "gpt" else
+                               "GPT-SoVITS's strict=False loads would skip every key and train from random weights")
+                out.append(Finding("warning", "wrapper-prefix",
+                                   f"every key of the {name} file starts with {p!r} ({who}); {consequence}. "
+                                   "A strip_prefix rule lines them up; an export writes plain names.", []))
+                break
+    peft = [k for k in ft_keys if ".base_model.model." in k or k.startswith("base_model.model.")]
+    if peft:
+        out.append(Finding("warning", "peft-wrapped",
+                           f"{len(peft)} keys of the {ft_name} file are peft-wrapped (cfm.base_model.model.…): "
+                           "s2_train_v3_lora.py loads pretrained_s2G before wrapping, so a base model needs "
+                           "plain names (cfm.estimator.…) with the LoRA merged in (W + (alpha/r)·B·A) — "
+                           "which an export does", peft[:3]))
+    lora = [r.target for r in by_status[Status.UNEXPECTED] if ".lora_A." in r.target or ".lora_B." in r.target]
+    if lora:
+        rank = _lora_rank(ft_ck, [r.ft for r in rows if r.ft is not None and ".lora_A." in r.ft.key])
+        out.append(Finding("info", "lora-adapters",
+                           f"{len(lora)} LoRA adapter tensors (lora_A/lora_B{', rank ' + str(rank) if rank else ''}) "
+                           "have no counterpart in the base model; merging adds (alpha/r)·B·A to each of the "
+                           f"{len(lora) // 2} target weights (GPT-SoVITS uses alpha = r, so scale 1)", lora))
+    if ft_layout is Layout.SOVITS_WEIGHTS_LORA:
+        out.append(Finding("info", "lora-export-partial",
+                           "a LoRA export holds only the adapters, ref_enc/bridge/wns1/linear_mel and buffers; "
+                           "GPT-SoVITS takes everything else from the official s2Gv3/s2Gv4 at load time, so the "
+                           "missing base keys are missing by design", []))
+
+    # -- file-level facts that matter for using the file as a base --------------------------
+    for ck, name in ((ft_ck, ft_name), (pre_ck, pre_name)):
+        header = getattr(ck, "header", b"PK")
+        if isinstance(header, (bytes, bytearray)) and header[:1].isdigit():
+            out.append(Finding("warning", "headered-file",
+                               f"the {name} file starts with the GPT-SoVITS version header {bytes(header[:2]).decode()!r}: "
+                               "torch.load cannot open it, so it cannot be used as a training base "
+                               "(pretrained_s2G must be a plain PK zip); an export writes one", []))
+    if ft_layout is Layout.GPT_LIGHTNING:
+        out.append(Finding("info", "lightning-ckpt",
+                           f"the {ft_name} file is a Lightning training checkpoint: it has no 'weight' entry, so "
+                           "neither s1 training (pretrained_s1) nor inference can read it as it is; export it to "
+                           "{weight, config} (fp16, the pretrained layout)", []))
+
+    # -- versions, dtypes ------------------------------------------------------------------
+    pv, fv = _version(pre_ck), _version(ft_ck)
+    if pv != "unknown" and fv != "unknown" and pv != fv and not _same_net(pre_kind, pv, fv):
+        out.append(Finding("warning", "version-mismatch",
+                           f"the {pre_name} file is {pv} and the {ft_name} file is {fv}", []))
+    dt = by_status[Status.DTYPE_DIFFERS]
+    if dt:
+        pairs = sorted({f"{r.pre.dtype} vs {r.ft.dtype}" for r in dt})
+        out.append(Finding("info", "dtype-differs",
+                           f"{len(dt)} tensors differ only in dtype ({', '.join(pairs)}): pretrained files and "
+                           "exports are fp16, training checkpoints fp32; GPT-SoVITS casts on load, so this is "
+                           "informational", [r.target for r in dt]))
+    order = {s: i for i, s in enumerate(SEVERITIES)}
+    out.sort(key=lambda f: order.get(f.severity, 9))
+    return out
+
+
+_KIND_WORDS = {"gpt": "GPT (s1) model", "sovits-G": "SoVITS generator", "sovits-G-lora": "SoVITS generator",
+               "sovits-D": "SoVITS discriminator", "vocoder": "vocoder", "other": "model"}
+
+
+def _same_net(kind: str, a: str, b: str) -> bool:
+    """Versions that share one architecture (GPT v2..v2ProPlus, D v1/v2)."""
+    if kind == "gpt":
+        return (a == "v1") == (b == "v1")
+    if kind == "sovits-D":
+        return ("Pro" in a) == ("Pro" in b)
+    return False
+
+
+def _lora_rank(ck: Any, lora_a: list[TensorInfo]) -> int | None:
+    r = getattr(ck, "root", None)
+    if isinstance(r, dict) and isinstance(r.get("lora_rank"), int):
+        return r["lora_rank"]
+    for t in lora_a:
+        if t.shape:
+            return t.shape[0]
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# one file against the key set a GPT-SoVITS loader expects
+
+@dataclass(slots=True)
+class CheckResult:
+    """What GPT-SoVITS's loader would find loading one file into the network `name`."""
+
+    name: str
+    description: str
+    loader: str                                   # how upstream loads it (strictness, consequence)
+    strict: bool
+    missing: list[str]
+    unexpected: list[str]
+    shape_mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]]   # key, expected, found
+    n_expected: int
+    n_found: int
+    findings: list[Finding] = field(default_factory=list)
+    alignment: Alignment | None = None
+    auto: bool = False                             # name picked from the detected layout/version
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.shape_mismatched)
+
+    def as_dict(self) -> dict:
+        return {
+            "name": self.name, "description": self.description, "loader": self.loader, "strict": self.strict,
+            "auto": self.auto, "ok": self.ok, "n_expected": self.n_expected, "n_found": self.n_found,
+            "missing": self.missing, "unexpected": self.unexpected,
+            "shape_mismatched": [{"key": k, "expected": list(e), "found": list(f)}
+                                 for k, e, f in self.shape_mismatched],
+            "findings": [f.as_dict() for f in self.findings],
+        }
+
+
+_LOADERS = {
+    "gpt": (True, "s1 training (pretrained_s1) and inference call load_state_dict strictly: any missing, "
+                  "unexpected or shape-mismatched key is a load error"),
+    "sovits-G": (False, "s2_train.py loads pretrained_s2G with strict=False: missing keys stay randomly "
+                        "initialised without a word, unexpected keys are ignored, a shape mismatch is still "
+                        "a load error; resuming (utils.load_checkpoint) keeps the fresh init for missing and "
+                        "shape-mismatched keys"),
+    "sovits-G-v3": (False, "s2_train_v3_lora.py loads pretrained_s2G with strict=False before peft wrapping: "
+                           "keys must be plain (cfm.estimator.…); missing keys stay random silently"),
+    "sovits-G-lora": (False, "resuming LoRA training (utils.load_checkpoint) copies keys by name: missing or "
+                             "shape-mismatched keys keep the fresh init and only print a line"),
+    "sovits-G-lora-export": (False, "inference wraps the official base with peft and loads this file with "
+                                    "strict=False: missing adapters stay at their init (B = 0, no effect)"),
+    "sovits-D": (False, "s2_train.py loads pretrained_s2D with strict=False on CUDA but strictly on CPU"),
+    "vocoder": (True, "the v4 vocoder is loaded strictly"),
+}
+
+
+def auto_check_name(ck: Any) -> str | None:
+    """The expected-key set to check a file against, from its detected layout and version."""
+    layout, v = _layout(ck), _version(ck)
+    keys = _keys_of(ck)
+    kind = _kind(keys)
+    if layout is not None and layout.is_gpt or kind == "gpt":
+        return "gpt-v1" if v == "v1" else "gpt-v2"
+    if layout is Layout.VOCODER or kind == "vocoder":
+        return "vocoder-v4"
+    if layout in (Layout.SOVITS_D_PRETRAINED, Layout.SOVITS_D_TRAIN) or kind == "sovits-D":
+        return "sovits-D-v2Pro" if "Pro" in v else "sovits-D-v1"
+    lora_v = v if v in LORA_VERSIONS else "v3"
+    if layout is Layout.SOVITS_WEIGHTS_LORA:
+        return f"sovits-G-{lora_v}-lora-export"
+    if layout is Layout.SOVITS_G_LORA_TRAIN or kind == "sovits-G-lora":
+        return f"sovits-G-{lora_v}-lora"
+    if kind == "sovits-G" or (layout is not None and layout.is_sovits):
+        if v in G_VERSIONS:
+            return f"sovits-G-{v}"
+        if any(k.startswith("cfm.") for k in keys):
+            return "sovits-G-v3"
+        return "sovits-G-v2"
+    return None
+
+
+def _loader_for(name: str) -> tuple[bool, str]:
+    if name.startswith("gpt-"):
+        return _LOADERS["gpt"]
+    if name.startswith("vocoder"):
+        return _LOADERS["vocoder"]
+    if name.startswith("sovits-D"):
+        return _LOADERS["sovits-D"]
+    if name.endswith("-lora-export"):
+        return _LOADERS["sovits-G-lora-export"]
+    if name.endswith("-lora"):
+        return _LOADERS["sovits-G-lora"]
+    if name in ("sovits-G-v3", "sovits-G-v4"):
+        return _LOADERS["sovits-G-v3"]
+    return _LOADERS["sovits-G"]
+
+
+def check_against(ck_or_weights: Any, name: str | None = None) -> CheckResult:
+    """Compare one file (a Checkpoint, or a key -> TensorInfo mapping) with the expected set `name`.
+
+    `name` None: picked from the detected layout/version (UsageError when nothing fits).
+    Reports exactly what `load_state_dict` would: missing, unexpected, shape-mismatched keys (dtype
+    never matters: the loaders cast), plus the GPT-SoVITS findings that follow from them.
+    """
+    ck = ck_or_weights if hasattr(ck_or_weights, "weights") else _KeysOnly(ck_or_weights)
+    weights: Mapping[str, TensorInfo] = ck.weights
+    auto = name is None
+    if name is None:
+        name = auto_check_name(ck)
+        if name is None:
+            raise UsageError("cannot tell which GPT-SoVITS network this file holds; pass --as NAME "
+                             f"({', '.join(manifest_names())})")
+    rank = _lora_rank(ck, [t for k, t in weights.items() if ".lora_A." in k]) or 32
+    canonical = resolve_name(name)
+    expected = expected_weights(canonical, rank=rank)
+    al = align(expected, weights)
+    missing = [r.target for r in al.rows if r.status is Status.MISSING]
+    unexpected = [r.target for r in al.rows if r.status is Status.UNEXPECTED]
+    shapes = [(r.target, tuple(r.pre.shape), tuple(r.ft.shape)) for r in al.rows if r.status is Status.SHAPE_DIFFERS]
+    strict, loader = _loader_for(canonical)
+    ref = _Reference(canonical, expected)
+    findings = [f for f in diagnose(ref, ck, al,
+                                    pre_name=f"expected ({canonical})", ft_name="checked")
+                if f.code not in ("dtype-differs", "version-mismatch", "different-models")
+                and not (f.code == "peft-wrapped" and canonical.endswith(("-lora", "-lora-export")))]
+    if canonical.endswith("-export") and not canonical.endswith("lora-export") and missing == [] and not unexpected:
+        findings.append(Finding("info", "export-subset",
+                                "checked as an export: a SoVITS_weights file has no enc_q by design; check "
+                                f"it --as {canonical[:-len('-export')]} to see what a training run would miss", []))
+    return CheckResult(name=canonical, description=describe_name(canonical), loader=loader, strict=strict,
+                       missing=missing, unexpected=unexpected, shape_mismatched=shapes,
+                       n_expected=len(expected), n_found=len(weights), findings=findings, alignment=al,
+                       auto=auto)
+
+
+class _KeysOnly:
+    """A stand-in checkpoint with nothing but weights (keys-only callers)."""
+
+    layout = None
+    version = "unknown"
+    header = b"PK"
+    root = None
+
+    def __init__(self, weights: Mapping[str, TensorInfo]):
+        self.weights = weights
+
+
+class _Reference(_KeysOnly):
+    """The expected set, dressed as a checkpoint for `diagnose`."""
+
+    def __init__(self, name: str, weights: Mapping[str, TensorInfo]):
+        super().__init__(weights)
+        self.version = name.split("-")[2] if name.startswith("sovits-") else name.split("-")[1]

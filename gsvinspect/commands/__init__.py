@@ -1,1 +1,0 @@
-"""Subcommands: one module each, `add_parser(sub)` and `run(args)`."""

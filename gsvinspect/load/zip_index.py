@@ -1,0 +1,208 @@
+"""Read a PyTorch zip checkpoint's directory ourselves, over a read-only memory map.
+
+Why not `zipfile`: GPT-SoVITS's headered SoVITS exports overwrite the first two bytes of the
+archive (`PK` becomes `05`, `06`, ...), so `zipfile` and `torch.load` refuse the first record,
+and we never want to copy a multi-GB file just to put two bytes back. Parsing the central directory
+(ZIP64 included) gives every record's data offset; tensors are then views of the mapping and
+listing keys touches only the directory and the pickle.
+
+Everything read from the file is bounds-checked against the file size before use.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import stat
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import CheckpointError
+
+_EOCD_SIG = b"PK\x05\x06"
+_ZIP64_LOCATOR_SIG = b"PK\x06\x07"
+_ZIP64_EOCD_SIG = b"PK\x06\x06"
+_CDIR_SIG = b"PK\x01\x02"
+_LOCAL_SIG = b"PK\x03\x04"
+_MAX_COMMENT = 65535
+_MAX_RECORDS = 2_000_000
+
+# first two bytes GPT-SoVITS's my_save2 writes instead of "PK" (FORMATS.md §2.2)
+HEADER_DIGITS = frozenset(f"0{i}".encode() for i in range(10))
+
+
+@dataclass(frozen=True, slots=True)
+class ZipRecord:
+    name: str
+    method: int          # 0 stored, 8 deflated, ...
+    compressed_size: int
+    size: int
+    header_offset: int
+
+
+class ZipIndex:
+    """The records of a zip archive mapped read-only; `data(name)` is a zero-copy memoryview."""
+
+    def __init__(self, path: Path, mm: mmap.mmap, file_size: int, records: dict[str, ZipRecord]):
+        self.path = path
+        self.mm = mm
+        self.file_size = file_size
+        self.records = records
+        self._data_offsets: dict[str, int] = {}
+
+    # -- opening ----------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: Path, mm: mmap.mmap, file_size: int) -> "ZipIndex":
+        return cls(path, mm, file_size, _read_central_directory(path, mm, file_size))
+
+    # -- access -----------------------------------------------------------------------------
+    def record(self, name: str) -> ZipRecord:
+        rec = self.records.get(name)
+        if rec is None:
+            raise CheckpointError(self.path, f"record {name!r} is missing from the archive")
+        return rec
+
+    def stored_record(self, name: str) -> ZipRecord:
+        """The record, refused unless stored uncompressed (as torch.save writes every record)."""
+        rec = self.record(name)
+        if rec.method != 0:
+            raise CheckpointError(
+                self.path,
+                f"record {name!r} is compressed (zip method {rec.method}); PyTorch checkpoints store records "
+                "uncompressed, so this file was re-zipped or crafted",
+            )
+        return rec
+
+    def data_offset(self, name: str) -> int:
+        """Offset of the record's data, from its local header (validated; cached)."""
+        off = self._data_offsets.get(name)
+        if off is not None:
+            return off
+        rec = self.record(name)
+        h = rec.header_offset
+        if h + 30 > self.file_size:
+            raise CheckpointError(self.path, f"record {name!r}: local header beyond end of file (truncated?)")
+        local = bytes(self.mm[h:h + 30])
+        sig = local[:4]
+        if sig != _LOCAL_SIG and not (h == 0 and sig[:2] in HEADER_DIGITS and sig[2:] == b"\x03\x04"):
+            raise CheckpointError(self.path, f"record {name!r}: bad local header signature (corrupt archive)")
+        name_len, extra_len = struct.unpack_from("<HH", local, 26)
+        off = h + 30 + name_len + extra_len
+        if off + rec.compressed_size > self.file_size:
+            raise CheckpointError(self.path, f"record {name!r} runs past the end of the file (truncated?)")
+        self._data_offsets[name] = off
+        return off
+
+    def data(self, name: str) -> memoryview:
+        """The stored bytes of an uncompressed record, without copying."""
+        rec = self.stored_record(name)  # (stored records' sizes agree: checked with the directory)
+        off = self.data_offset(name)
+        return memoryview(self.mm)[off:off + rec.size]
+
+
+def _read_central_directory(path: Path, mm: mmap.mmap, size: int) -> dict[str, ZipRecord]:
+    tail_start = max(0, size - (22 + _MAX_COMMENT))
+    eocd = mm.rfind(_EOCD_SIG, tail_start)
+    if eocd < 0 or eocd + 22 > size:
+        raise CheckpointError(path, "not a zip archive: no end-of-central-directory record (truncated or not a PyTorch checkpoint)")
+    (_, disk, cd_disk, n_disk, n_total, cd_size, cd_offset, _comment_len) = struct.unpack_from("<4sHHHHIIH", mm, eocd)
+    if disk != 0 or cd_disk != 0 or n_disk != n_total:
+        raise CheckpointError(path, "multi-disk zip archives are not supported")
+    if n_total == 0xFFFF or 0xFFFFFFFF in (cd_size, cd_offset):
+        loc = eocd - 20
+        if loc < 0 or bytes(mm[loc:loc + 4]) != _ZIP64_LOCATOR_SIG:
+            raise CheckpointError(path, "ZIP64 archive without a ZIP64 locator (corrupt archive)")
+        (z64_off,) = struct.unpack_from("<Q", mm, loc + 8)
+        if z64_off + 56 > size or bytes(mm[z64_off:z64_off + 4]) != _ZIP64_EOCD_SIG:
+            raise CheckpointError(path, "bad ZIP64 end-of-central-directory record (corrupt archive)")
+        n_total, _n2, cd_size, cd_offset = struct.unpack_from("<QQQQ", mm, z64_off + 24)
+    if n_total > _MAX_RECORDS:
+        raise CheckpointError(path, f"archive declares {n_total} records; refusing (limit {_MAX_RECORDS})")
+    if cd_offset + cd_size > size:
+        raise CheckpointError(path, "central directory lies beyond the end of the file (truncated download?)")
+    records: dict[str, ZipRecord] = {}
+    pos = cd_offset
+    end = cd_offset + cd_size
+    for _ in range(n_total):
+        if pos + 46 > end or bytes(mm[pos:pos + 4]) != _CDIR_SIG:
+            raise CheckpointError(path, "corrupt central directory entry")
+        (method, csize, usize, nlen, elen, clen, hoff) = struct.unpack_from("<10xH8xIIHHH8xI", mm, pos)
+        name_bytes = bytes(mm[pos + 46:pos + 46 + nlen])
+        extra = bytes(mm[pos + 46 + nlen:pos + 46 + nlen + elen])
+        pos += 46 + nlen + elen + clen
+        if pos > end:
+            raise CheckpointError(path, "corrupt central directory entry (runs past the directory)")
+        if 0xFFFFFFFF in (csize, usize, hoff):
+            usize, csize, hoff = _zip64_extra(path, extra, usize, csize, hoff)
+        try:
+            name = name_bytes.decode("utf-8")
+        except UnicodeDecodeError:
+            name = name_bytes.decode("cp437")
+        if name in records:
+            raise CheckpointError(path, f"archive holds the record {name!r} twice (crafted or corrupt)")
+        if hoff >= size or hoff + csize > size:
+            raise CheckpointError(path, f"record {name!r} lies beyond the end of the file (truncated?)")
+        if method == 0 and csize != usize:
+            raise CheckpointError(path, f"record {name!r}: stored record with inconsistent sizes")
+        records[name] = ZipRecord(name, method, csize, usize, hoff)
+    return records
+
+
+def _zip64_extra(path: Path, extra: bytes, usize: int, csize: int, hoff: int) -> tuple[int, int, int]:
+    i = 0
+    while i + 4 <= len(extra):
+        tag, ln = struct.unpack_from("<HH", extra, i)
+        body = extra[i + 4:i + 4 + ln]
+        if tag == 0x0001:
+            vals = []
+            j = 0
+            for present in (usize == 0xFFFFFFFF, csize == 0xFFFFFFFF, hoff == 0xFFFFFFFF):
+                if present:
+                    if j + 8 > len(body):
+                        raise CheckpointError(path, "truncated ZIP64 extra field")
+                    vals.append(struct.unpack_from("<Q", body, j)[0])
+                    j += 8
+                else:
+                    vals.append(None)
+            return (vals[0] if vals[0] is not None else usize,
+                    vals[1] if vals[1] is not None else csize,
+                    vals[2] if vals[2] is not None else hoff)
+        i += 4 + ln
+    raise CheckpointError(path, "ZIP64 sizes without a ZIP64 extra field (corrupt archive)")
+
+
+def map_file(path: Path) -> tuple[mmap.mmap, int, tuple[int, int, int, int]]:
+    """Open `path` read-only and map it copy-on-write (writes, if any, never reach the file).
+
+    Returns ``(mapping, size, file_id)``, file_id being ``(st_dev, st_ino, st_size, st_mtime_ns)``
+    of the file mapped, so a reader that reopens the path can prove it reads the same file.
+    Raises CheckpointError for what the user can fix (an empty file included: it cannot be mapped).
+    """
+    try:
+        # O_NONBLOCK: opening a FIFO (or a device) for reading would otherwise wait forever
+        # before fstat could tell us it is not a regular file
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise CheckpointError(path, "no such file") from None
+    except IsADirectoryError:
+        raise CheckpointError(path, "is a directory, not a checkpoint file") from None
+    except PermissionError:
+        raise CheckpointError(path, "permission denied") from None
+    except OSError as exc:
+        raise CheckpointError(path, f"cannot open: {exc.strerror or exc}") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise CheckpointError(path, "is a directory, not a checkpoint file")
+        if not stat.S_ISREG(st.st_mode):
+            raise CheckpointError(path, "is not a regular file")
+        if st.st_size == 0:
+            raise CheckpointError(path, "empty file (0 bytes)")
+        try:
+            mm = mmap.mmap(fd, st.st_size, access=mmap.ACCESS_COPY)
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(path, f"cannot map the file: {exc}") from None
+        return mm, st.st_size, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    finally:
+        os.close(fd)
