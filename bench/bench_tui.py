@@ -137,7 +137,7 @@ async def interactive(pre: Path, ft: Path, repeat: int) -> dict[str, float]:
             while app.model is before:
                 await pilot.pause(0.002)
             add("rule edit -> counts updated (round trip, no debounce)", time.perf_counter() - t0)
-            assert app._counts() == {"MATCHED": len(app.model.leaves)}, app._counts()
+            assert app.counts() == {"MATCHED": len(app.model.leaves)}, app.counts()
             app.rules_editor.set_text("", notify=False)
             before = app.model
             app.post_message(app.rules_editor.Edited(""))

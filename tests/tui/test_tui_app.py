@@ -39,7 +39,7 @@ async def test_opens_pair_and_shows_problem_counts(demo):
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(app, pilot)
         assert app.load_error is None
-        counts = app._counts()
+        counts = app.counts()
         assert counts == {"MISSING": 776, "UNEXPECTED": 776}     # DDP `module.` keys, no rule yet
         top = [ln.node.name for ln in app.diff.lines if ln.depth == 0]
         assert "module" in top and "enc_q" in top
@@ -110,7 +110,7 @@ async def test_rule_edit_changes_counts_and_error_shows_at_line(demo):
         editor.text_area.insert("[[rule]]\nstrip_prefix = 'module")
         await pilot.press("end", *".'")  # the last keystrokes complete the rule
         await settle(app, pilot, pause=0.3)
-        assert app._counts() == {"DTYPE_DIFFERS": 776}
+        assert app.counts() == {"DTYPE_DIFFERS": 776}
         assert "776 matched" in str(app.query_one("#rules-counts").render())
         assert "rules OK" in str(app.query_one("#rules-error").render())
         leaf = app.model.leaves["enc_q.pre.weight"]
@@ -126,7 +126,7 @@ async def test_rule_edit_changes_counts_and_error_shows_at_line(demo):
         err = str(app.query_one("#rules-error").render())
         assert err.startswith("✗ line 4") and "frobnicate" in err
         assert editor.text_area.error_line == 4
-        assert app._counts() == {"DTYPE_DIFFERS": 776}
+        assert app.counts() == {"DTYPE_DIFFERS": 776}
 
 
 async def test_suggest_button_inserts_rules_and_realigns(demo):
@@ -138,7 +138,7 @@ async def test_suggest_button_inserts_rules_and_realigns(demo):
         await pilot.click("#rules-suggest")
         await settle(app, pilot, pause=0.3)
         assert "strip_prefix = 'module.'" in app.query_one(RulesEditor).text
-        assert app._counts() == {"DTYPE_DIFFERS": 776}
+        assert app.counts() == {"DTYPE_DIFFERS": 776}
 
 
 async def test_stats_fill_in_chart_and_embedding_detail(demo):
@@ -255,7 +255,7 @@ async def test_help_screen_palette_and_quit_cancels_stats(demo):
         await pilot.press("enter")
         await pilot.pause()
         assert app.model.only_problems
-        cancel = app._cancel
+        cancel = app.stats.cancel_event
         await pilot.press("q")
     assert cancel.is_set()
 
@@ -301,7 +301,7 @@ async def test_rules_save_and_load(demo, tmp_path):
         await pilot.press("enter")
         await settle(app, pilot, pause=0.3)
         assert app.query_one(RulesEditor).text == "# nothing\n"
-        assert app._counts() == {"MISSING": 776, "UNEXPECTED": 776}
+        assert app.counts() == {"MISSING": 776, "UNEXPECTED": 776}
 
 
 # -- export dialog -------------------------------------------------------------------------------
@@ -417,10 +417,10 @@ async def test_twenty_thousand_keys_rule_edit_filter_expand(tmp_path):
     app = GsvInspectApp(pre, ft, stats=False)
     async with app.run_test(size=(160, 50)) as pilot:
         await settle(app, pilot)
-        assert app._counts() == {"MISSING": 20000, "UNEXPECTED": 20000}
+        assert app.counts() == {"MISSING": 20000, "UNEXPECTED": 20000}
         app.rules_editor.set_text("[[rule]]\nstrip_prefix = 'module.'\n")
         await settle(app, pilot, pause=0.3)
-        assert app._counts() == {"MATCHED": 20000}
+        assert app.counts() == {"MATCHED": 20000}
         await pilot.press("e")
         assert len(leaves(app)) == 20000
         await pilot.press("end")
@@ -463,5 +463,5 @@ async def test_rules_weights_entry_picks_the_state_dict_shown(tmp_path):
         await settle(app, pilot)
         assert app.load_error is None
         assert tuple(app.session.ft.weights_path) == ("ema_model",)
-        counts = app._counts()                     # every key matched (fp32 training file vs fp16 base)
+        counts = app.counts()                     # every key matched (fp32 training file vs fp16 base)
         assert "MISSING" not in counts and "UNEXPECTED" not in counts and counts.get("DTYPE_DIFFERS") == 111

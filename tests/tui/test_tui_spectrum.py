@@ -119,7 +119,7 @@ async def test_moving_away_cancels_a_running_spectrum(pair):
         assert "computing…" in app.query_one("#detail").plain_text(width=120) and calls == ["enc.low.weight"]
         [worker] = [w for w in app.workers if w.group == "spectrum"]
         await pilot.press("down")                                   # the cursor moves on
-        assert worker.is_cancelled and "enc/" not in app._spectrum_asked
+        assert worker.is_cancelled and "enc/" not in app.spectra.asked
         release.set()
         await settle(app, pilot)
         assert calls == ["enc.low.weight"]                          # stopped before the next SVD

@@ -1,0 +1,115 @@
+"""RulesController: re-align after each rules edit (in a thread), suggest, load and save rules.
+
+The editor only reports debounced edits; parsing and aligning happen here, off the UI thread, and
+only the newest edit's result is adopted (a generation number drops stale ones).
+"""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+from ..dialogs import PromptScreen
+from ..session import Realigned
+from .base import Controller
+
+
+class RulesController(Controller):
+    group = "align"
+
+    def __init__(self, app) -> None:
+        super().__init__(app)
+        self.generation = 0
+
+    # -- re-alignment -------------------------------------------------------------------------
+    def edited(self, text: str) -> None:
+        """The rules text changed (debounced): re-align it in a worker."""
+        session = self.app.session
+        if session.pre is None or session.single:
+            return
+        self.generation += 1
+        self.run(self._realign, session, text, self.generation, description="re-align")
+
+    def _realign(self, session, text: str, generation: int) -> None:  # worker thread
+        gc.disable()  # building a model allocates ~10 objects per key, none of them garbage
+        try:
+            result = session.realign(text, generation)
+        finally:
+            gc.enable()
+        self.deliver(self.apply, result, text)
+
+    def apply(self, result: Realigned, text: str) -> None:
+        """Adopt a re-alignment (UI thread); a rules error stays in the editor, the old model stays."""
+        if result.generation != self.generation:
+            return  # a newer edit is on its way
+        app = self.app
+        editor = app.rules_editor
+        if result.error is not None:
+            editor.show_result(None, result.error)
+            return
+        app.adopt(result, text)
+        n_rules = len(result.rules) if result.rules is not None else 0
+        dead = result.alignment.dead_rules()
+        extra = f"{n_rules} rule{'s' if n_rules != 1 else ''}"
+        if dead:
+            extra += " · unused: " + ", ".join(str(i + 1) for i in dead)
+        editor.show_result(app.counts(), None, extra)
+        app.main.update_status()
+        app.diagnosis.start()
+        if app.stats_enabled and app.session.pending_triples():
+            app.stats.start()
+
+    # -- suggest / load / save ----------------------------------------------------------------
+    def suggest(self) -> None:
+        session = self.app.session
+        if session.pre is None or session.single:
+            return
+        try:
+            toml = session.suggest()
+        except Exception as exc:  # suggestion is advisory; never fatal
+            self.app.errors.notice(f"no suggestion: {exc}")
+            return
+        self.app.main.show_tab("tab-rules")
+        self.app.rules_editor.set_text(toml)
+        self.app.notify("suggested rules inserted")
+
+    def load(self) -> None:
+        app = self.app
+
+        def done(path: str | None) -> None:
+            if not path:
+                return
+            p = Path(path).expanduser()
+            try:
+                text = p.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                app.errors.dialog("Cannot load rules", f"{p}: {exc}")
+                return
+            app.session.rules_path = p
+            app.rules_editor.set_text(text)
+            app.notify(f"loaded {p.name}")
+
+        start = str(app.session.rules_path or "rules.toml")
+        app.push_screen(PromptScreen("Load rules file", start, "path to a .toml rules file"), done)
+
+    def save(self) -> None:
+        app = self.app
+        if app.session.single:
+            return
+
+        def write(path: str | None) -> None:
+            if not path:
+                return
+            p = Path(path).expanduser()
+            try:
+                p.write_text(app.rules_editor.text, encoding="utf-8")
+            except OSError as exc:
+                app.errors.dialog("Cannot save rules", f"{p}: {exc}")
+                return
+            app.session.rules_path = p
+            app.notify(f"saved {p}")
+
+        if app.session.rules_path is not None:
+            write(str(app.session.rules_path))
+        else:
+            app.push_screen(PromptScreen("Save rules as", "rules.toml"), write)
