@@ -14,7 +14,7 @@ before it (``tests/test_layering.py`` keeps it so):
 The library never imports Textual, and imports torch only when tensor data is needed, so listing a
 multi-GB checkpoint costs a zip directory read and a restricted unpickle. The names below are the
 public surface (the functions ``align`` and ``export`` are reached through their stages,
-``gsvinspect.align.alignment.align`` and ``gsvinspect.export.exporter.export``, since the package names
+``gsvinspect.align.alignment.align`` and ``gsvinspect.export.writer.export``, since the package names
 are taken); they are imported on first use, so ``import gsvinspect`` stays cheap.
 """
 
@@ -39,8 +39,8 @@ _PUBLIC = {
     "compute_stats": "gsvinspect.stats.engine",
     "rollup": "gsvinspect.stats.rollup",
     "spectrum": "gsvinspect.stats.spectrum",
-    "plan_export": "gsvinspect.export.exporter",
-    "run_export": "gsvinspect.export.exporter",
+    "plan_export": "gsvinspect.export.plan",
+    "run_export": "gsvinspect.export.writer",
     "CheckpointError": "gsvinspect.errors",
     "GsvError": "gsvinspect.errors",
 }

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from gsvinspect.load.checkpoint import open_checkpoint
-from gsvinspect.export.exporter import plan_export, run_export
+from gsvinspect.export.plan import plan_export
+from gsvinspect.export.writer import run_export
 
 SCALE = 16  # synthetic files are scaled down 16x unless a test says otherwise
 

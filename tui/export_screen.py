@@ -2,7 +2,7 @@
 (including whether the scaler state is kept) before anything is written; then write with progress
 and show the verified result or the error.
 
-All planning and writing is gsvinspect.export.exporter's; this screen only collects options and shows
+All planning and writing is gsvinspect.export's (plan_export, run_export); this screen only collects options and shows
 results. It never overwrites a file without asking, and every failure stays inside the dialog.
 """
 
@@ -88,9 +88,9 @@ class ExportScreen(ModalScreen[Any]):
         self.error: str | None = None
         self.writing = False
         self._token = 0
-        from gsvinspect.export import exporter as ex
+        from gsvinspect.export import plan, writer
 
-        self._ex = ex
+        self._plan_export, self._run_export = plan.plan_export, writer.run_export
 
     def default_out(self) -> str:
         ft = self.session.ft_path
@@ -162,7 +162,7 @@ class ExportScreen(ModalScreen[Any]):
     def _plan_worker(self, token: int, opts: dict) -> None:
         s = self.session
         try:
-            plan = self._ex.plan_export(s.pre, s.ft, rules=s.rules, **opts)
+            plan = self._plan_export(s.pre, s.ft, rules=s.rules, **opts)
         except Exception as exc:  # ExportError / UsageError / anything: shown, never raised
             self.post_message(_Planned(token, None, _describe_error(exc)))
             return
@@ -232,7 +232,7 @@ class ExportScreen(ModalScreen[Any]):
                 self.post_message(_Progress(phase, done, total))
 
         try:
-            report = self._ex.run_export(plan, out, force=force, progress=progress)
+            report = self._run_export(plan, out, force=force, progress=progress)
         except Exception as exc:  # the error is the result: shown in the dialog
             self.post_message(_Finished(None, _describe_error(exc)))
             return

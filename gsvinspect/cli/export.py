@@ -1,7 +1,7 @@
 """`gsvinspect export PRE FT -o OUT`: write the fine-tuned model as a new GPT-SoVITS base (or export).
 
 The plan is printed first (`--dry-run` stops there); the write is atomic and verified
-(gsvinspect.export.exporter.run_export). Exit codes: 0 written (or a clean dry run), 1 dry run with
+(gsvinspect.export.writer.run_export). Exit codes: 0 written (or a clean dry run), 1 dry run with
 problems, 2 usage/rules errors, 3 unreadable input or refused export.
 """
 
@@ -71,7 +71,8 @@ def _list(con, title: str, items: list[tuple[str, str]], limit: int = 40) -> Non
 def run(args) -> int:
     from ..load.checkpoint import open_with_entry
     from ..errors import UsageError
-    from ..export.exporter import plan_export, run_export
+    from ..export.plan import plan_export
+    from ..export.writer import run_export
     from ..report.output import console, emit_json
 
     if not args.dry_run and not args.output:

@@ -15,12 +15,12 @@ import textwrap
 import pytest
 import torch
 
-from gsvinspect.export import exporter as export_mod
+from gsvinspect.export import mixing, verify as verify_mod
 from gsvinspect import synth
 from gsvinspect.export.atomic import TEMP_TAG, AtomicOutput, check_output, remove_stale_temps, temp_path_for
 from gsvinspect.load.checkpoint import open_checkpoint
 from gsvinspect.errors import ExportError
-from gsvinspect.export.exporter import export
+from gsvinspect.export.writer import export
 from helpers_export import SCALE, sha256_of
 
 
@@ -81,16 +81,16 @@ def test_failure_at_any_stage_leaves_out_untouched(pair, tmp_path, monkeypatch, 
         raise RuntimeError(f"boom in {stage}")
 
     if stage == "compute":
-        real = export_mod._compute
+        real = mixing.compute_tensor
         calls = iter(range(1000))
-        monkeypatch.setattr(export_mod, "_compute",
+        monkeypatch.setattr(mixing, "compute_tensor",
                             lambda plan, ts: boom() if next(calls) == 5 else real(plan, ts))
     elif stage == "write":
         from gsvinspect.export import torch_writer
 
         monkeypatch.setattr(torch_writer, "save", boom)
     elif stage == "verify":
-        real_verify = export_mod._verify
+        real_verify = verify_mod.verify_written
 
         def corrupt_then_verify(plan, temp, weights, obj):
             with open(temp, "r+b") as f:  # flip one byte deep inside the tensor data
@@ -100,9 +100,9 @@ def test_failure_at_any_stage_leaves_out_untouched(pair, tmp_path, monkeypatch, 
                 f.write(bytes([b[0] ^ 0xFF]))
             return real_verify(plan, temp, weights, obj)
 
-        monkeypatch.setattr(export_mod, "_verify", corrupt_then_verify)
+        monkeypatch.setattr(verify_mod, "verify_written", corrupt_then_verify)
     else:
-        monkeypatch.setattr(export_mod, "_verdict", boom)
+        monkeypatch.setattr(verify_mod, "upstream_verdict", boom)
     with pytest.raises((RuntimeError, ExportError)):
         export(pre, ft, out, force=True)
     assert out.read_bytes() == b"old complete file"
@@ -152,7 +152,7 @@ def test_stale_temp_of_dead_process_is_removed(tmp_path):
 
 _CHILD = textwrap.dedent("""
     import os, sys, signal, time
-    from gsvinspect.export.exporter import export
+    from gsvinspect.export.writer import export
     pre, ft, out, phase, how = sys.argv[1:6]
     def progress(p, done, total):
         if p == phase:

@@ -140,7 +140,7 @@ def test_rules_weights_entry_picks_the_state_dict_exported(tmp_path):
     import sys
 
     from gsvinspect.load.checkpoint import open_checkpoint
-    from gsvinspect.export.exporter import plan_export
+    from gsvinspect.export.plan import plan_export
     from gsvinspect.align.rules import load_rules
 
     pre_p, ft_p = synth.write_pair(tmp_path / "d", "sovits-D", "v1", scale=SCALE)

@@ -15,7 +15,9 @@ import torch
 from gsvinspect import synth
 from gsvinspect.load.checkpoint import open_checkpoint
 from gsvinspect.errors import ExportError
-from gsvinspect.export.exporter import PADDING_NOTE, plan_export, run_export
+from gsvinspect.export.build import PADDING_NOTE
+from gsvinspect.export.plan import plan_export
+from gsvinspect.export.writer import run_export
 from gsvinspect.export.upstream_version import V1_BASE_G_RANGE, V2_BASE_G_MIN, fast_version, semantic_version
 
 pytestmark = pytest.mark.slow
@@ -50,7 +52,8 @@ def test_v2_base_lands_in_the_v2_size_class(full_pairs, tmp_path):
 def test_v2_base_padded_when_short(full_pairs, tmp_path):
     """Force the padding path at full size: demand 3,000 B more than the natural size."""
     from gsvinspect.export import torch_writer
-    from gsvinspect.export.exporter import _compute, build_object
+    from gsvinspect.export.build import build_object
+    from gsvinspect.export.mixing import compute_tensor as _compute
 
     with _plan(full_pairs["v2"]) as plan:
         natural = torch_writer.saved_size(build_object(plan, {t.key: _compute(plan, t) for t in plan.tensors},

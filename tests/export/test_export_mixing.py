@@ -14,7 +14,8 @@ import torch
 from gsvinspect import synth
 from gsvinspect.load.checkpoint import open_checkpoint
 from gsvinspect.errors import ExportError, UsageError
-from gsvinspect.export.exporter import plan_export, run_export
+from gsvinspect.export.plan import plan_export
+from gsvinspect.export.writer import run_export
 from gsvinspect.export.lora import in_lora_export, lora_view, plain_key
 from gsvinspect.load.manifest import expected_weights, load_manifest
 from gsvinspect.meta import TensorInfo

@@ -18,7 +18,7 @@ import torch
 
 from gsvinspect import synth
 from gsvinspect.load.checkpoint import open_checkpoint
-from gsvinspect.export.exporter import plan_export
+from gsvinspect.export.plan import plan_export
 from gsvinspect.load.manifest import expected_weights
 from gsvinspect.meta import Layout
 from gsvinspect.load.safe_unpickle import Opaque
