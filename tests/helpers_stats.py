@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from gsvinspect.stats import engine as stats
+from gsvinspect.stats import cpu as stats_cpu
 from gsvinspect.meta import TensorInfo
 
 
@@ -27,18 +27,18 @@ DEVICES = _devices()
 
 
 def engine_device(device: str, monkeypatch) -> str:
-    """The device to pass to compute_stats for a DEVICES entry (patching the engine for cpu-forked)."""
+    """The device to pass to compute_stats for a DEVICES entry (patching the CPU path, where the names are used, for cpu-forked)."""
     if device != "cpu-forked":
         return device
-    run_jobs = stats.run_jobs
+    run_jobs = stats_cpu.run_jobs
 
     def forced(n_jobs, work, done, *, processes, width, cancel=None):
         assert processes == 3
         return run_jobs(n_jobs, work, done, processes=processes, width=width, cancel=cancel)
 
-    monkeypatch.setattr(stats, "_FORK_MIN_BYTES", 0)
-    monkeypatch.setattr(stats, "_cpu_workers", lambda: 3)
-    monkeypatch.setattr(stats, "run_jobs", forced)
+    monkeypatch.setattr(stats_cpu, "_FORK_MIN_BYTES", 0)
+    monkeypatch.setattr(stats_cpu, "_cpu_workers", lambda: 3)
+    monkeypatch.setattr(stats_cpu, "run_jobs", forced)
     return "cpu"
 
 

@@ -30,7 +30,7 @@ from rich.table import Table
 
 from ..stats.rollup import ModuleStats, RowChanges, rollup, top_modules, top_tensors
 from ..stats.spectrum import Spectrum
-from ..stats.engine import StatsResult, TensorStats
+from ..stats.results import StatsResult, TensorStats
 
 
 # -- formatting ---------------------------------------------------------------------------------

@@ -25,8 +25,8 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from ..errors import UsageError
-from .engine import (StatsResult, TensorStats, cosine_from_sums, one_minus_cosine_from_sums, read_f64,
-                    rel_change)
+from .kernels import read_f64
+from .results import StatsResult, TensorStats, cosine_from_sums, one_minus_cosine_from_sums, rel_change
 from ..load.symbols import UNKNOWN, UNUSED, Symbol, label_rows, languages, symbol_set_for_rows
 
 EMBEDDING_KEYS = (

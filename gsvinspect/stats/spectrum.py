@@ -28,7 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UsageError
-from .engine import _cuda_available, _cuda_driver_present, read_f64
+from .device import _cuda_available, _cuda_driver_present
+from .kernels import read_f64
 
 _GPU_MIN_ELEMS = 1 << 22
 _FULL_MAX_ELEMS = 1 << 24

@@ -307,7 +307,7 @@ def test_100m_element_fp16_tensor_matches_chunked_fp64_reference():
 def test_f16_bit_conversion_is_bit_exact_for_every_half():
     """The SIMD-friendly fp16 -> fp32 conversion equals numpy's cast on all 65,536 bit patterns
     (zeros, subnormals, normals, +-inf, every NaN payload), also inside a larger block."""
-    from gsvinspect.stats.engine import f16_bits_to_f32
+    from gsvinspect.stats.kernels import f16_bits_to_f32
 
     every = np.arange(65536, dtype=np.uint32).astype(np.uint16)
     for h in (every, np.concatenate([np.full(1000, 0x3C00, np.uint16), every[::-1]])):
@@ -320,7 +320,7 @@ def test_f16_bit_conversion_is_bit_exact_for_every_half():
     got = f16_bits_to_f32(finite, out)
     assert np.isfinite(got).all() and np.array_equal(got, finite.view(np.float16).astype(np.float32))
     # the fp64 conversion of the exact path and of rollup/spectrum agrees on every half too
-    from gsvinspect.stats.engine import _to_f64
+    from gsvinspect.stats.kernels import _to_f64
 
     want = f16_bits_to_f32(every, np.empty(every.size, np.float32))
     with np.errstate(invalid="ignore"):   # signalling NaNs warn in a float32 -> float64 cast

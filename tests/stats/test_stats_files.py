@@ -10,7 +10,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from gsvinspect.stats import engine as stats
+from gsvinspect.stats import files as stats_files
 from gsvinspect.report import stats as stats_report
 from gsvinspect import synth
 from gsvinspect.align.alignment import align
@@ -148,7 +148,7 @@ def test_pread_and_mapping_give_identical_results(tmp_path, device, monkeypatch)
     device = engine_device(device, monkeypatch)
     pre, ft = _big_pair(tmp_path)
     log = tmp_path / "reads"          # appended to by the worker processes too
-    block = stats._Src.block
+    block = stats_files._Src.block
 
     def counting(self, i, j, raw):
         with open(log, "a") as fh:
@@ -160,12 +160,12 @@ def test_pread_and_mapping_give_identical_results(tmp_path, device, monkeypatch)
         log.unlink(missing_ok=True)
         return text
 
-    monkeypatch.setattr(stats._Src, "block", counting)
+    monkeypatch.setattr(stats_files._Src, "block", counting)
     with open_checkpoint(tmp_path / "pre.pth") as pc, open_checkpoint(tmp_path / "ft.pth") as fc:
         tr = [(k, k, k) for k in pre]
         by_pread = compute_stats(pc, fc, tr, device=device, chunk_elems=1 << 17)
         assert set(reads()) == {"P"}
-        monkeypatch.setattr(stats._Files, "_open", staticmethod(lambda ck: None))
+        monkeypatch.setattr(stats_files._Files, "_open", staticmethod(lambda ck: None))
         by_map = compute_stats(pc, fc, tr, device=device, chunk_elems=1 << 17)
         assert "P" not in reads()
     for k in pre:

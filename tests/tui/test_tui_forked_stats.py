@@ -9,7 +9,8 @@ import time
 import pytest
 from test_tui_support import PAIRS, demo_files, make_app, settle, wait_until
 
-from gsvinspect.stats import engine as stats
+from gsvinspect.stats import cpu as stats_cpu
+from gsvinspect.stats.engine import compute_stats
 from gsvinspect.align.alignment import align
 from gsvinspect.load.checkpoint import open_checkpoint
 from gsvinspect.stats.pool import can_fork
@@ -33,8 +34,8 @@ def forked(monkeypatch):
             forks.append(pid)
         return pid
 
-    monkeypatch.setattr(stats, "_FORK_MIN_BYTES", 0)
-    monkeypatch.setattr(stats, "_cpu_workers", lambda: 3)
+    monkeypatch.setattr(stats_cpu, "_FORK_MIN_BYTES", 0)
+    monkeypatch.setattr(stats_cpu, "_cpu_workers", lambda: 3)
     monkeypatch.setattr(os, "fork", counting_fork)
     return forks
 
@@ -60,7 +61,7 @@ async def test_forked_stats_in_the_tui_match_the_library(demo, forked):
     assert len(forked) == 2                     # two children: the work really was shared
     pre_p, ft_p = (demo[n] for n in PAIRS["gpt"])
     with open_checkpoint(pre_p) as pc, open_checkpoint(ft_p) as fc:
-        monkey_free = stats.compute_stats(pc, fc, align(pc.weights, fc.weights).triples(), device="cpu")
+        monkey_free = compute_stats(pc, fc, align(pc.weights, fc.weights).triples(), device="cpu")
     for k, ts in monkey_free.per_key.items():
         if ts.paired:
             assert shown[k].sumsq_diff == ts.sumsq_diff and shown[k].changed == ts.changed, k
@@ -68,13 +69,13 @@ async def test_forked_stats_in_the_tui_match_the_library(demo, forked):
 
 
 async def test_quitting_mid_run_leaves_no_worker_process(demo, forked, monkeypatch):
-    slow_pair = stats._cpu_pair
+    slow_pair = stats_cpu._cpu_pair
 
     def slow(*args):
         time.sleep(0.05)                        # in the children too: they are forks of this process
         return slow_pair(*args)
 
-    monkeypatch.setattr(stats, "_cpu_pair", slow)
+    monkeypatch.setattr(stats_cpu, "_cpu_pair", slow)
     app = make_app(demo, "gpt", stats=True)
     async with app.run_test(size=(160, 50)) as pilot:
         for _ in range(200):                    # not settle(): that would wait for the stats
