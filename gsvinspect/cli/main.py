@@ -13,7 +13,7 @@ import os
 import sys
 
 from .. import __version__
-from ..errors import GsvError
+from ..errors import CheckpointError, GsvError, UsageError
 
 # Order is the order shown in --help.
 COMMAND_MODULES = ("info", "ls", "diff", "check", "rules", "export", "open", "demo", "serve")
@@ -43,20 +43,53 @@ def _common_parent() -> argparse.ArgumentParser:
 COMMON = _common_parent()
 
 
+CHECKPOINT_SUFFIXES = (".pth", ".ckpt", ".safetensors", ".pt", ".bin")
+
+
+def check_first_word(word: str, commands) -> None:
+    """A first word that is neither a command nor an existing path is a typo (exit 2), unless it
+    plainly names a file (a path separator or a checkpoint suffix): that is a missing file (exit 3)."""
+    if os.path.lexists(word):
+        return
+    if os.sep in word or "/" in word or word.lower().endswith(CHECKPOINT_SUFFIXES):
+        raise CheckpointError(word, "no such file")
+    import difflib
+
+    close = difflib.get_close_matches(word, sorted(commands), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else f" (commands: {', '.join(COMMAND_MODULES)})"
+    raise UsageError(f"unknown command {word!r}{hint}")
+
+
+def precheck_app_paths(paths, *, trust: bool = False) -> None:
+    """Before the app starts: every FILE must open (metadata only, nothing executed), so a missing,
+    unreadable or refused file is one line and exit 3 instead of an app showing an error."""
+    from ..load.checkpoint import open_checkpoint
+
+    for p in paths:
+        if os.path.isdir(p) and len(paths) == 1:
+            continue   # a run folder: the app scans it
+        with open_checkpoint(p, trust=trust):
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     known = set(parser._subparsers._group_actions[0].choices)
-    # `gsvinspect PRE FT` / `gsvinspect FILE` is shorthand for `gsvinspect open ...`
-    first = next((a for a in argv if not a.startswith("-")), None)
-    if first is not None and first not in known:
-        argv.insert(argv.index(first), "open")
-    args = parser.parse_args(argv)
-    if not getattr(args, "command", None):
-        parser.print_help()
-        return 2
-    debug = getattr(args, "debug", False) or bool(os.environ.get("GSVINSPECT_DEBUG"))
+    debug = "--debug" in argv or bool(os.environ.get("GSVINSPECT_DEBUG"))
     try:
+        # `gsvinspect PRE FT` / `gsvinspect FILE` / `gsvinspect DIR` is shorthand for `gsvinspect open ...`
+        first = next((a for a in argv if not a.startswith("-")), None)
+        if first is not None and first not in known:
+            check_first_word(first, known)
+            argv.insert(argv.index(first), "open")
+        args = parser.parse_args(argv)
+        if not getattr(args, "command", None):
+            parser.print_help()
+            return 2
+        debug = debug or getattr(args, "debug", False)
+        if args.command == "open":
+            precheck_app_paths(args.files, trust=args.trust)
         return int(args.run(args) or 0)
     except GsvError as exc:
         if debug:
@@ -67,10 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         print("gsvinspect: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        # `gsvinspect ls big.pth | head`: not an error
+        # `gsvinspect ls big.pth | head`: not an error; what is still buffered goes nowhere
         try:
-            sys.stdout = open(os.devnull, "w")
-        except OSError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
             pass
         return 0
     except MemoryError:

@@ -15,12 +15,20 @@ def is_terminal() -> bool:
 
 
 def console():
-    """A rich Console: colours on a terminal, plain and wide enough not to wrap keys when piped."""
+    """A rich Console: colours on a terminal, plain and wide enough not to wrap keys when piped.
+
+    A closed pipe (`gsvinspect ls F | head`) raises BrokenPipeError, which the CLI turns into exit 0;
+    rich's own handler would exit 1.
+    """
     from rich.console import Console
 
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            raise BrokenPipeError
+
     if is_terminal():
-        return Console()
-    return Console(force_terminal=False, no_color=True, width=200, soft_wrap=False, highlight=False)
+        return _Console()
+    return _Console(force_terminal=False, no_color=True, width=200, soft_wrap=False, highlight=False)
 
 
 def to_jsonable(obj: Any) -> Any:
