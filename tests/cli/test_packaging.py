@@ -55,3 +55,13 @@ def test_non_editable_install_in_fresh_venv(tmp_path):
              "print(len(list(resources.files('gsvinspect.data.manifests').iterdir())))")
     out = subprocess.run([str(py), "-c", probe], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert out.returncode == 0 and int(out.stdout.strip().splitlines()[-1]) >= 13, out.stderr
+    # every module of the source tree is installed (a new subpackage must be listed in pyproject.toml)
+    probe = ("import pathlib, gsvinspect, gsvinspect_tui;"
+             "[print(p.relative_to(pathlib.Path(m.__file__).parent.parent).as_posix())"
+             " for m in (gsvinspect, gsvinspect_tui) for p in pathlib.Path(m.__file__).parent.rglob('*.py')]")
+    out = subprocess.run([str(py), "-c", probe], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    installed = set(out.stdout.split())
+    expected = {p.relative_to(ROOT).as_posix() for p in (ROOT / "gsvinspect").rglob("*.py")}
+    expected |= {"gsvinspect_tui/" + p.relative_to(ROOT / "tui").as_posix() for p in (ROOT / "tui").rglob("*.py")}
+    assert expected - installed == set(), f"not installed: {sorted(expected - installed)}"
