@@ -77,8 +77,10 @@ def test_demo_cache_dir_from_environment(tmp_path, monkeypatch):
 def test_open_without_terminal_is_a_usage_error(tmp_path, capsys):
     from gsvinspect.cli.main import main
 
+    import torch
+
     f = tmp_path / "a.pth"
-    f.write_bytes(b"x")
+    torch.save({"weight": {"w": torch.zeros(2)}}, f)   # a readable file: unreadable ones are refused first (exit 3)
     assert main(["open", str(f)]) == 2          # pytest's stdin/stdout are not a terminal
     assert "needs an interactive terminal" in capsys.readouterr().err
 
