@@ -79,3 +79,10 @@ class Layout(str, Enum):
 
 VERSIONS = ("v1", "v2", "v3", "v4", "v2Pro", "v2ProPlus")
 UNKNOWN_VERSION = "unknown"
+
+
+def fmt_shape(shape) -> str:
+    """The one shape format every view prints: ``48×192×1``; ``scalar`` for a 0-d tensor, ``-`` for none."""
+    if shape is None:
+        return "-"
+    return "×".join(str(d) for d in shape) or "scalar"

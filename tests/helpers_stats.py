@@ -98,3 +98,27 @@ def write_spectrum_pair(root):
     torch.save(pre, paths[0])
     torch.save(ft, paths[1])
     return paths
+
+
+def zero_init_sovits_pair(root, *, scale: int = 8):
+    """A v2 SoVITS pair as upstream writes them (fp16 pretrained G, fp32 G_*.pth training ckpt)
+    where the tensors upstream initialises to zero are zero on the pretrained side: every
+    ``norm_layers*.beta`` and the flow's ``flow.flows.*.post`` convs. Fine-tuning moves each
+    tensor by ~1 % of its rms, so those zero tensors move by ~2e-4 absolute (infinite relative
+    change), and ``dec.ups.*.bias`` (tiny) by 30 %. Returns (pre_path, ft_path, zero_keys).
+    """
+    from gsvinspect.meta import Layout
+    from gsvinspect.synth import cast, fine_tune, state_dict, write_checkpoint
+
+    base = state_dict("sovits-G", "v2", scale=scale, seed=0)
+    zero = [k for k in base if (".norm_layers" in k and k.endswith(".beta")) or
+            (k.startswith("flow.flows.") and ".post." in k)]
+    for k in zero:
+        base[k] = base[k] * 0
+    start = cast(cast(base, "float16"), "float32")
+    tiny = {k: 0.3 for k in base if k.startswith("dec.ups.") and k.endswith(".bias")}
+    ft = fine_tune(start, seed=1, strength=0.01, module_strength=tiny)
+    pre_p = write_checkpoint(root / "s2G2333k.pth", Layout.SOVITS_G_PRETRAINED, "v2", weights=base, scale=scale)
+    ft_p = write_checkpoint(root / "G_2000.pth", Layout.SOVITS_G_TRAIN, "v2", weights=ft, scale=scale,
+                            optimizer=False)
+    return pre_p, ft_p, zero

@@ -28,12 +28,14 @@ from typing import Iterable, Mapping
 
 from rich.table import Table
 
-from ..stats.rollup import ModuleStats, RowChanges, rollup, top_modules, top_tensors
-from ..stats.spectrum import Spectrum
+from ..stats.rank import parts, share, top_modules, top_tensors, total_sumsq_diff
 from ..stats.results import StatsResult, TensorStats
+from ..stats.rollup import ModuleStats, RowChanges, rollup
+from ..stats.spectrum import Spectrum
+from .numbers import fmt_cos, fmt_count, fmt_float, fmt_rel, fmt_shape
 
 
-# -- formatting ---------------------------------------------------------------------------------
+# -- formatting (the shared formats live in report.numbers; re-exported here) ----------------------
 
 def _json_float(x: float | None):
     if x is None:
@@ -46,47 +48,7 @@ def _json_float(x: float | None):
     return x
 
 
-def fmt_rel(x: float | None) -> str:
-    """Relative change as a percentage with 3 significant digits ("12.3%", "0.0012%")."""
-    if x is None:
-        return "-"
-    if math.isnan(x):
-        return "nan"
-    if math.isinf(x):
-        return "inf"
-    if x == 0:
-        return "0%"
-    return f"{x * 100:.3g}%"
-
-
-def fmt_float(x: float | None, digits: int = 4) -> str:
-    if x is None:
-        return "-"
-    if math.isnan(x) or math.isinf(x):
-        return str(x)
-    if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
-        return f"{x:.{digits - 1}e}"
-    return f"{x:.{digits}g}"
-
-
-def fmt_cos(x: float | None, one_minus: float | None = None) -> str:
-    """Cosine; near 1 shown as ``1-2.3e-07`` from `one_minus` (1 - cos) when given."""
-    if x is None:
-        return "-"
-    if math.isnan(x):
-        return "nan"
-    if x > 0.9999:
-        om = (1 - x) if one_minus is None else one_minus
-        return f"1-{om:.1e}" if om > 0 else "1"
-    return f"{x:.4f}"
-
-
-def fmt_count(n: int | None) -> str:
-    return "-" if n is None else f"{n:,}"
-
-
-def _fmt_shape(shape) -> str:
-    return "-" if shape is None else "×".join(str(d) for d in shape) or "scalar"
+_fmt_shape = fmt_shape
 
 
 # -- dicts --------------------------------------------------------------------------------------
@@ -96,8 +58,9 @@ _TS_FLOATS = ("norm_pre", "norm_ft", "norm_diff", "rel_change", "cosine", "one_m
 _TS_INTS = ("numel", "nan_pre", "nan_ft", "inf_pre", "inf_ft", "overflow16_pre", "overflow16_ft")
 
 
-def tensor_dict(ts: TensorStats) -> dict:
-    """JSON-ready dict of one tensor's stats (shapes as lists, dtypes as torch names)."""
+def tensor_dict(ts: TensorStats, total: float | None = None) -> dict:
+    """JSON-ready dict of one tensor's stats (shapes as lists, dtypes as torch names); with the
+    model's total ‖Δ‖² (:func:`gsvinspect.stats.rank.total_sumsq_diff`), its ``share``."""
     d = {"target": ts.target, "pre_key": ts.pre_key, "ft_key": ts.ft_key,
          "shape_pre": None if ts.shape_pre is None else list(ts.shape_pre),
          "shape_ft": None if ts.shape_ft is None else list(ts.shape_ft),
@@ -106,19 +69,24 @@ def tensor_dict(ts: TensorStats) -> dict:
         d[name] = getattr(ts, name)
     for name in _TS_FLOATS:
         d[name] = _json_float(getattr(ts, name))
+    if total is not None:
+        d["share"] = _json_float(share(ts.sumsq_diff, total))
     if ts.note:
         d["note"] = ts.note
     return d
 
 
-def module_dict(m: ModuleStats) -> dict:
-    return {"module": m.prefix, "depth": m.depth, "tensors": m.tensors, "paired": m.paired,
-            "only_pre": m.only_pre, "only_ft": m.only_ft, "numel": m.numel,
-            "norm_pre": _json_float(m.norm_pre), "norm_ft": _json_float(m.norm_ft),
-            "norm_diff": _json_float(m.norm_diff), "rel_change": _json_float(m.rel_change),
-            "cosine": _json_float(m.cosine), "one_minus_cos": _json_float(m.one_minus_cos), "max_abs_diff": _json_float(m.max_abs_diff),
-            "changed_frac": _json_float(m.changed_frac),
-            "nan": m.nan, "inf": m.inf, "overflow16": m.overflow16}
+def module_dict(m: ModuleStats, total: float | None = None) -> dict:
+    d = {"module": m.prefix, "depth": m.depth, "tensors": m.tensors, "paired": m.paired,
+         "only_pre": m.only_pre, "only_ft": m.only_ft, "numel": m.numel,
+         "norm_pre": _json_float(m.norm_pre), "norm_ft": _json_float(m.norm_ft),
+         "norm_diff": _json_float(m.norm_diff), "rel_change": _json_float(m.rel_change),
+         "cosine": _json_float(m.cosine), "one_minus_cos": _json_float(m.one_minus_cos),
+         "max_abs_diff": _json_float(m.max_abs_diff), "changed_frac": _json_float(m.changed_frac),
+         "nan": m.nan, "inf": m.inf, "overflow16": m.overflow16}
+    if total is not None:
+        d["share"] = _json_float(share(m.sumsq_diff if m.paired else None, total))
+    return d
 
 
 _HEALTH_KEYS = ("nan_pre", "inf_pre", "overflow16_pre", "nan_ft", "inf_ft", "overflow16_ft")
@@ -154,53 +122,93 @@ def spectrum_dict(sp: Spectrum) -> dict:
             "verdict": sp.verdict}
 
 
-def report_dict(result: StatsResult, rollups: Mapping[str, ModuleStats] | None = None, *, top: int = 20,
+def report_dict(result: StatsResult, rollups: Mapping[str, ModuleStats] | None = None, *, top: int | None = 20,
                 depth: int | None = None, embeddings: Iterable[RowChanges] = (),
                 spectra: Iterable[Spectrum] = ()) -> dict:
-    """The whole stats report as one JSON-ready dict (what ``gsvinspect diff --json`` prints)."""
+    """The whole stats report as one JSON-ready dict (what ``gsvinspect diff --json`` prints).
+
+    ``per_tensor`` holds every target's stats in file order (``--top`` does not cut it);
+    ``top_tensors`` / ``top_modules`` are the rankings (see :mod:`gsvinspect.stats.rank`), each
+    entry with its ``share`` of ``total_sumsq_diff``.
+    """
     rollups = rollup(result) if rollups is None else rollups
     root = rollups.get("")
+    total = total_sumsq_diff(result)
     return {
         "device": result.device_used, "seconds": result.seconds, "bytes_read": result.bytes_read,
         "cancelled": result.cancelled, "tensors": len(result.per_key),
-        "model": module_dict(root) if root is not None else None,
-        "top_tensors": [tensor_dict(ts) for ts in top_tensors(result, top)],
-        "top_modules": [module_dict(m) for m in top_modules(rollups, top, depth=depth)],
+        "ranking": "share of the model's total ||delta||^2 (sum over compared tensors with a finite one)",
+        "total_sumsq_diff": _json_float(total),
+        "model": module_dict(root, total) if root is not None else None,
+        "parts": [module_dict(m, total) for m in parts(rollups)],
+        "top_tensors": [tensor_dict(ts, total) for ts in top_tensors(result, top)],
+        "top_modules": [module_dict(m, total) for m in top_modules(rollups, top, depth=depth)],
+        "per_tensor": [tensor_dict(ts, total) for ts in result.per_key.values()],
         "health": health_issues(result),
         "notes": list(result.notes),
-        "embeddings": [row_changes_dict(rc, top) for rc in embeddings],
+        "embeddings": [row_changes_dict(rc, 20 if top is None else top) for rc in embeddings],
         "spectra": [spectrum_dict(sp) for sp in spectra],
     }
 
 
 # -- rich tables --------------------------------------------------------------------------------
 
+def _dtypes(ts: TensorStats) -> str:
+    return ts.dtype_pre if ts.dtype_pre == ts.dtype_ft else f"{ts.dtype_pre}→{ts.dtype_ft}"
+
+
+def _tensor_cells(ts: TensorStats, total: float) -> list[str]:
+    """share, ‖Δ‖, rel Δ, cos, max|Δ|, changed: the columns every most-changed-tensors view shows."""
+    return [fmt_rel(share(ts.sumsq_diff, total)), fmt_float(ts.norm_diff), fmt_rel(ts.rel_change),
+            fmt_cos(ts.cosine, ts.one_minus_cos), fmt_float(ts.max_abs_diff), fmt_rel(ts.changed_frac)]
+
+
+def _module_cells(m: ModuleStats, total: float) -> list[str]:
+    return [fmt_rel(share(m.sumsq_diff, total)), fmt_float(m.norm_diff), fmt_rel(m.rel_change),
+            fmt_cos(m.cosine, m.one_minus_cos), fmt_rel(m.changed_frac)]
+
+
+_TENSOR_COLS = ("share", "‖Δ‖", "rel Δ", "cos", "max|Δ|", "changed")
+_MODULE_COLS = ("share", "‖Δ‖", "rel Δ", "cos", "changed")
+
+
 def tensors_table(result: StatsResult, top: int = 20) -> Table:
-    """The `top` most-changed tensors, most changed first."""
-    t = Table(title=f"Most-changed tensors (top {top})", title_justify="left")
-    for col, just in (("#", "right"), ("tensor", "left"), ("shape", "left"), ("dtype", "left"),
-                      ("rel Δ", "right"), ("‖Δ‖", "right"), ("cos", "right"), ("max|Δ|", "right"),
-                      ("changed", "right")):
-        t.add_column(col, justify=just, no_wrap=col != "tensor")
+    """The `top` tensors that carry most of the change (share of the model's ‖Δ‖²), biggest first."""
+    t = Table(title=f"Most-changed tensors (top {top} by share of the model's ‖Δ‖²)", title_justify="left")
+    for col in ("#", "tensor", "shape", "dtype") + _TENSOR_COLS:
+        t.add_column(col, justify="left" if col in ("tensor", "shape", "dtype") else "right", no_wrap=col != "tensor")
+    total = total_sumsq_diff(result)
     for i, ts in enumerate(top_tensors(result, top), 1):
-        dt = ts.dtype_pre if ts.dtype_pre == ts.dtype_ft else f"{ts.dtype_pre}→{ts.dtype_ft}"
-        t.add_row(str(i), ts.target, _fmt_shape(ts.shape_ft or ts.shape_pre), dt, fmt_rel(ts.rel_change),
-                  fmt_float(ts.norm_diff), fmt_cos(ts.cosine, ts.one_minus_cos), fmt_float(ts.max_abs_diff),
-                  fmt_rel(ts.changed_frac))
+        t.add_row(str(i), ts.target, fmt_shape(ts.shape_ft or ts.shape_pre), _dtypes(ts), *_tensor_cells(ts, total))
     return t
 
 
 def modules_table(rollups: Mapping[str, ModuleStats], top: int = 20, depth: int | None = None) -> Table:
-    """The `top` most-changed modules (every level, or one `depth`)."""
-    level = "" if depth is None else f", depth {depth}"
-    t = Table(title=f"Most-changed modules (top {top}{level})", title_justify="left")
-    for col, just in (("#", "right"), ("module", "left"), ("tensors", "right"), ("params", "right"),
-                      ("rel Δ", "right"), ("‖Δ‖", "right"), ("cos", "right"), ("changed", "right")):
-        t.add_column(col, justify=just, no_wrap=col != "module")
+    """The `top` layers (or modules of one `depth`) that carry most of the change."""
+    level = "layers" if depth is None else f"depth {depth}"
+    t = Table(title=f"Most-changed modules ({level}; top {top} by share of the model's ‖Δ‖²)", title_justify="left")
+    for col in ("#", "module", "tensors", "params") + _MODULE_COLS:
+        t.add_column(col, justify="left" if col == "module" else "right", no_wrap=col != "module")
+    total = _total_of(rollups)
     for i, m in enumerate(top_modules(rollups, top, depth=depth), 1):
-        t.add_row(str(i), m.prefix, str(m.paired), fmt_count(m.numel), fmt_rel(m.rel_change),
-                  fmt_float(m.norm_diff), fmt_cos(m.cosine, m.one_minus_cos), fmt_rel(m.changed_frac))
+        t.add_row(str(i), m.prefix, str(m.paired), fmt_count(m.numel), *_module_cells(m, total))
     return t
+
+
+def _total_of(rollups: Mapping[str, ModuleStats]) -> float:
+    """The model's Σ finite ‖Δ‖² (the denominator of every share)."""
+    root = rollups.get("")
+    return root.sumsq_diff_finite if root is not None else 0.0
+
+
+def parts_line(rollups: Mapping[str, ModuleStats]) -> str | None:
+    """``where the change went: dec 48.1% · flow 21.0% · …`` (top-level parts by share), or None."""
+    total = _total_of(rollups)
+    ps = parts(rollups)
+    if len(ps) < 2 or total <= 0:
+        return None
+    return "where the change went (share of ‖Δ‖²): " + " · ".join(
+        f"{m.prefix} {fmt_rel(share(m.sumsq_diff, total))}" for m in ps)
 
 
 def health_table(result: StatsResult) -> Table | None:
@@ -278,6 +286,9 @@ def print_report(console, result: StatsResult, rollups: Mapping[str, ModuleStats
                  spectra: Iterable[Spectrum] = ()) -> None:
     """Print the tensors, modules, health, embedding and spectrum tables to a rich Console."""
     rollups = rollup(result) if rollups is None else rollups
+    line = parts_line(rollups)
+    if line:
+        console.print(line, highlight=False, soft_wrap=True)
     _show(console, tensors_table(result, top))
     _show(console, modules_table(rollups, top, depth))
     h = health_table(result)
@@ -312,17 +323,21 @@ def to_markdown(result: StatsResult, rollups: Mapping[str, ModuleStats] | None =
     if root is not None and root.paired:
         lines += [f"Whole model: relative change {fmt_rel(root.rel_change)} over {root.paired} compared tensors "
                   f"({fmt_count(root.numel)} parameters), cosine {fmt_cos(root.cosine, root.one_minus_cos)}.", ""]
-    lines += [f"### Most-changed tensors (top {top})", ""]
-    lines += _md_table(["#", "tensor", "shape", "rel Δ", "‖Δ‖", "cos", "max\\|Δ\\|", "changed"],
-                       [[str(i), f"`{ts.target}`", _fmt_shape(ts.shape_ft or ts.shape_pre), fmt_rel(ts.rel_change),
-                         fmt_float(ts.norm_diff), fmt_cos(ts.cosine, ts.one_minus_cos), fmt_float(ts.max_abs_diff),
-                         fmt_rel(ts.changed_frac)] for i, ts in enumerate(top_tensors(result, top), 1)],
-                       {0, 3, 4, 5, 6, 7})
-    lines += ["", f"### Most-changed modules (top {top})", ""]
-    lines += _md_table(["#", "module", "tensors", "params", "rel Δ", "cos"],
-                       [[str(i), f"`{m.prefix}`", str(m.paired), fmt_count(m.numel), fmt_rel(m.rel_change),
-                         fmt_cos(m.cosine, m.one_minus_cos)] for i, m in enumerate(top_modules(rollups, top, depth=depth), 1)],
-                       {0, 2, 3, 4, 5})
+    line = parts_line(rollups)
+    if line:
+        lines += [line[0].upper() + line[1:] + ".", ""]
+    total = total_sumsq_diff(result)
+    lines += [f"### Most-changed tensors (top {top} by share of the model's ‖Δ‖²)", ""]
+    lines += _md_table(["#", "tensor", "shape"] + [c.replace("|", "\\|") for c in _TENSOR_COLS],
+                       [[str(i), f"`{ts.target}`", fmt_shape(ts.shape_ft or ts.shape_pre), *_tensor_cells(ts, total)]
+                        for i, ts in enumerate(top_tensors(result, top), 1)],
+                       {0, 3, 4, 5, 6, 7, 8})
+    level = "layers" if depth is None else f"depth {depth}"
+    lines += ["", f"### Most-changed modules ({level}; top {top} by share of the model's ‖Δ‖²)", ""]
+    lines += _md_table(["#", "module", "tensors", "params", *_MODULE_COLS],
+                       [[str(i), f"`{m.prefix}`", str(m.paired), fmt_count(m.numel), *_module_cells(m, total)]
+                        for i, m in enumerate(top_modules(rollups, top, depth=depth), 1)],
+                       {0, 2, 3, 4, 5, 6, 7, 8})
     issues = health_issues(result)
     if issues:
         lines += ["", "### Health", ""]

@@ -10,8 +10,7 @@ and which stayed.
 
 Functions:
     rollup(per_key) -> dict[prefix, ModuleStats] for "" (whole model) and every dotted prefix.
-    top_tensors(result, n, by="rel_change") -> the n most-changed paired tensors.
-    top_modules(rollups, n, by="rel_change", depth=None) -> the n most-changed modules.
+    top_tensors / top_modules -> re-exported from :mod:`gsvinspect.stats.rank` (how rankings work).
     embedding_keys(targets) -> targets that are phoneme embedding tables.
     embedding_rows(pre_ck, ft_ck, pre_key, ft_key) -> RowChanges.
 """
@@ -27,6 +26,7 @@ import numpy as np
 from ..errors import UsageError
 from .kernels import read_f64
 from .results import StatsResult, TensorStats, cosine_from_sums, one_minus_cosine_from_sums, rel_change
+from .rank import _rank_key, top_modules, top_tensors  # noqa: F401  (re-exported)
 from ..load.symbols import UNKNOWN, UNUSED, Symbol, label_rows, languages, symbol_set_for_rows
 
 EMBEDDING_KEYS = (
@@ -44,12 +44,14 @@ class ModuleStats:
     depth: int                        # number of dotted parts ("" = 0, "enc_p" = 1, ...)
     tensors: int = 0                  # targets under the prefix
     paired: int = 0                   # of which compared element-wise
+    direct: int = 0                   # compared tensors directly in this module (a "layer" when > 0)
     only_pre: int = 0
     only_ft: int = 0
     numel: int = 0                    # elements compared (paired tensors)
     sumsq_pre: float = 0.0            # over paired tensors
     sumsq_ft: float = 0.0
     sumsq_diff: float = 0.0
+    sumsq_diff_finite: float = 0.0    # over paired tensors whose ‖Δ‖² is finite (the share denominator)
     changed: int = 0
     max_abs_diff: float = 0.0
     nan: int = 0                      # both sides, all tensors
@@ -102,6 +104,7 @@ def rollup(per_key: Mapping[str, TensorStats] | StatsResult) -> dict[str, Module
         per_key = per_key.per_key
     out: dict[str, ModuleStats] = {}
     for target, ts in per_key.items():
+        pre = ""
         for pre in _prefixes(target):
             m = out.get(pre)
             if m is None:
@@ -123,35 +126,14 @@ def rollup(per_key: Mapping[str, TensorStats] | StatsResult) -> dict[str, Module
                 m.sumsq_pre += ts.sumsq_pre
                 m.sumsq_ft += ts.sumsq_ft
                 m.sumsq_diff += ts.sumsq_diff
+                if math.isfinite(ts.sumsq_diff):
+                    m.sumsq_diff_finite += ts.sumsq_diff
                 m.changed += ts.changed or 0
                 if not (ts.max_abs_diff <= m.max_abs_diff):
                     m.max_abs_diff = ts.max_abs_diff
+        if ts.paired:
+            out[pre].direct += 1          # the last prefix is the tensor's own module
     return out
-
-
-def _rank_key(value: float | None) -> tuple:
-    # most changed first; inf before finite; NaN and None last
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return (1, 0.0)
-    return (0, -value)
-
-
-def top_tensors(result: StatsResult | Mapping[str, TensorStats], n: int = 20, *,
-                by: str = "rel_change") -> list[TensorStats]:
-    """The `n` most-changed compared tensors, by ``rel_change`` (or ``norm_diff``, ``max_abs_diff``)."""
-    per_key = result.per_key if isinstance(result, StatsResult) else result
-    rows = [ts for ts in per_key.values() if ts.paired]
-    rows.sort(key=lambda ts: _rank_key(getattr(ts, by)))
-    return rows[:n] if n is not None else rows
-
-
-def top_modules(rollups: Mapping[str, ModuleStats], n: int = 20, *, by: str = "rel_change",
-                depth: int | None = None, include_root: bool = False) -> list[ModuleStats]:
-    """The `n` most-changed modules with compared tensors; `depth` keeps one level only."""
-    rows = [m for m in rollups.values() if m.paired and (include_root or m.prefix)
-            and (depth is None or m.depth == depth)]
-    rows.sort(key=lambda m: _rank_key(getattr(m, by)))
-    return rows[:n] if n is not None else rows
 
 
 def embedding_keys(targets: Iterable[str]) -> list[str]:

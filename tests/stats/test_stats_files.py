@@ -97,7 +97,7 @@ def test_synth_sovits_pair_end_to_end(sovits_pair, device, monkeypatch):
     text = json.dumps(doc, allow_nan=False)
     assert len(doc["top_tensors"]) == 5 and len(doc["top_modules"]) <= 5 and '"yue"' in text
     md = stats_report.to_markdown(res, mods, top=5, embeddings=[rc], spectra=[sp])
-    assert "### Most-changed tensors (top 5)" in md and "| language |" in md and "Spectrum" in md
+    assert "### Most-changed tensors (top 5 by share" in md and "| language |" in md and "Spectrum" in md
     con = Console(record=True, width=200)
     stats_report.print_report(con, res, mods, top=5, embeddings=[rc], spectra=[sp])
     out = con.export_text()
