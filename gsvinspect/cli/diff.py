@@ -10,6 +10,7 @@ shape (a dtype difference alone does not count), 2 for usage/rules errors, 3 for
 
 from __future__ import annotations
 
+import math
 import sys
 from contextlib import ExitStack
 
@@ -30,9 +31,17 @@ def add_parser(sub) -> None:
     p.add_argument("--rules", metavar="FILE", help="TOML rules file (see `gsvinspect rules suggest`)")
     p.add_argument("--suggest", action="store_true", help="use the automatically suggested rules")
     fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true", help="machine-readable output (schema: gsvinspect.diff/1)")
+    fmt.add_argument("--json", action="store_true", help="machine-readable output (schema: gsvinspect.diff/1), "
+                     "with the statistics of every aligned pair")
     fmt.add_argument("--markdown", action="store_true", help="a Markdown report")
+    fmt.add_argument("--csv", action="store_true", help="one row per key with the JSON's columns (for a "
+                     "spreadsheet or pandas)")
     p.add_argument("--only-problems", action="store_true", help="leave matched keys out of the listing")
+    p.add_argument("--all", action="store_true", dest="all_rows",
+                   help="list matched and dtype-only keys too (by default each is one line)")
+    p.add_argument("--alpha", type=float, metavar="A",
+                   help="preview the mix `export --alpha A` would write, pre + A*(ft - pre): the statistics "
+                   "show the mixed result against pretrained ([alpha] in --rules overrides per module)")
     p.add_argument("--top", type=int, metavar="N", help="show at most N rows per section (and N top changes)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where to compute stats and spectra")
@@ -66,6 +75,8 @@ def compute_report(args, stack: ExitStack):
     if args.spectrum_top and args.no_stats:
         raise UsageError("--spectrum-top ranks weights by the stats that --no-stats skips; drop --no-stats, "
                          "or name weights with --spectrum KEY")
+    if args.alpha is not None and not 0.0 <= args.alpha <= 1.0:
+        raise UsageError(f"--alpha must be in [0, 1] (1 = fine-tuned, 0 = pretrained), got {args.alpha}")
     if args.rules and args.suggest:
         raise UsageError("--rules and --suggest exclude each other (write the suggestion to a file with "
                          "`gsvinspect rules suggest PRE FT > rules.toml` and edit it)")
@@ -83,6 +94,7 @@ def compute_report(args, stack: ExitStack):
         report.stats, report.stats_error = _stats(pre, ft, al, args.device)
         if report.stats is not None:
             report.embeddings = _embeddings(pre, ft, al)
+            _mix(report, al.rules, args.alpha)
     if asked or args.spectrum_top:
         report.spectra, report.spectra_notes = _spectra(pre, ft, al, report, asked, args)
     return report
@@ -140,11 +152,18 @@ def _spectra(pre, ft, al, report, asked, args):
 
 
 def _change_of(stats):
-    """row -> its relative change from the stats, or None without stats."""
+    """row -> its ‖Δ‖² (the ranking of every most-changed list, see stats.rank), or None without stats.
+
+    Non-finite ‖Δ‖² (Inf values) ranks as unknown: last.
+    """
     if stats is None:
         return None
     per_key = stats.per_key
-    return lambda row: getattr(per_key.get(row.target), "rel_change", None)
+
+    def change(row):
+        d = getattr(per_key.get(row.target), "sumsq_diff", None)
+        return d if d is not None and math.isfinite(d) else None
+    return change
 
 
 def _embeddings(pre, ft, al):
@@ -157,6 +176,30 @@ def _embeddings(pre, ft, al):
         if row is not None and row.pre_key and row.ft_key:
             out.append(embedding_rows(pre, ft, row.pre_key, row.ft_key))
     return out
+
+
+def _mix(report, rules, alpha: float | None) -> None:
+    """With --alpha or an [alpha] table, the mixed result's stats against pretrained (from the sums)."""
+    from ..export.exporter import _alpha_for   # the exporter's own rule: [alpha] per module, else --alpha
+    from ..stats.mix import mix_rows, mix_stats
+
+    if alpha is None and not (rules is not None and rules.has_alphas):
+        return
+
+    def alpha_of(target: str) -> float:
+        a = _alpha_for(rules, alpha, target)
+        return 1.0 if a is None else a
+
+    report.mixed = mix_stats(report.stats, alpha_of)
+    report.mixed_embeddings = [mix_rows(rc, alpha_of(_target_of(report.alignment, rc.ft_key)))
+                               for rc in report.embeddings]
+    report.alphas = {t: alpha_of(t) for t, ts in report.stats.per_key.items() if ts.paired}
+    report.alpha_source = (f"{rules.source or 'rules'} [alpha]" if rules is not None and rules.has_alphas
+                           else f"--alpha {alpha:g}")
+
+
+def _target_of(al, ft_key: str) -> str:
+    return next((r.target for r in al.rows if r.ft_key == ft_key), ft_key)
 
 
 def _stats(pre, ft, al, device):
@@ -174,14 +217,18 @@ def _stats(pre, ft, al, device):
 def run(args) -> int:
     from ..report.diff import render_markdown, render_text, to_json
     from ..report.output import console, emit_json
+    from ..report.per_key import write_csv
 
     with ExitStack() as stack:
         report = compute_report(args, stack)
         if args.json:
-            emit_json(to_json(report, only_problems=args.only_problems))
+            emit_json(to_json(report, only_problems=args.only_problems, top=args.top))
+        elif args.csv:
+            write_csv(report, sys.stdout, only_problems=args.only_problems)
         elif args.markdown:
-            sys.stdout.write(render_markdown(report, only_problems=args.only_problems, top=args.top))
+            sys.stdout.write(render_markdown(report, only_problems=args.only_problems, top=args.top,
+                                             all_rows=args.all_rows))
         else:
             render_text(report, console(), only_problems=args.only_problems, top=args.top,
-                        show_stats=not args.no_stats)
+                        show_stats=not args.no_stats, all_rows=args.all_rows)
     return 0 if report.ok else 1

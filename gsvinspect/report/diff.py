@@ -43,11 +43,13 @@ With statistics, ``stats.spectra`` holds the same list as ``spectra``.
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..align.alignment import Alignment, Row, Status
 from ..align.knowledge import CheckResult, Finding
+from ..meta import fmt_shape
 
 SCHEMA = "gsvinspect.diff/1"
 CHECK_SCHEMA = "gsvinspect.check/1"
@@ -101,6 +103,10 @@ class DiffReport:
     embeddings: list = field(default_factory=list)  # rollup.RowChanges of the phoneme tables
     spectra: list = field(default_factory=list)     # spectrum.Spectrum, in the order asked for
     spectra_notes: list[str] = field(default_factory=list)
+    mixed: Any = None              # StatsResult of pre + alpha*(ft - pre) vs pre (--alpha / [alpha])
+    mixed_embeddings: list = field(default_factory=list)
+    alphas: dict = field(default_factory=dict)      # target -> alpha of the mix
+    alpha_source: str = ""
 
     @property
     def ok(self) -> bool:
@@ -132,12 +138,12 @@ def rules_dict(al: Alignment, suggested: bool = False) -> dict:
             "weights_entry": rules.weights_entry if rules is not None else None, "list": lst}
 
 
-def to_json(report: DiffReport, *, only_problems: bool = False) -> dict:
+def to_json(report: DiffReport, *, only_problems: bool = False, top: int | None = None) -> dict:
     al = report.alignment
     rows = [r for r in al.rows if r.status.is_problem] if only_problems else al.rows
     stats = None
     if report.stats is not None:
-        stats = _stats_json(report)
+        stats = _stats_json(report, top)
     return {
         "schema": SCHEMA,
         "ok": al.ok,
@@ -154,13 +160,31 @@ def to_json(report: DiffReport, *, only_problems: bool = False) -> dict:
         **({"stats_error": report.stats_error} if report.stats_error else {}),
         "spectra": _spectra_json(report),
         "spectra_notes": list(report.spectra_notes),
+        **({"mixed": _mixed_json(report, top)} if report.mixed is not None else {}),
     }
 
 
-def _stats_json(report: "DiffReport") -> Any:
+def _stats_json(report: "DiffReport", top: int | None) -> Any:
     from . import stats as stats_report
 
-    return stats_report.report_dict(report.stats, top=20, embeddings=report.embeddings, spectra=report.spectra)
+    return stats_report.report_dict(report.stats, top=20 if top is None else top, embeddings=report.embeddings,
+                                    spectra=report.spectra)
+
+
+def _mixed_json(report: "DiffReport", top: int | None) -> dict:
+    """The mixing preview: where the alphas came from, how many tensors got each, and the mixed
+    result's statistics against pretrained (same schema as ``stats``; ``per_tensor`` has ``alpha``)."""
+    from collections import Counter
+
+    from . import stats as stats_report
+
+    doc = stats_report.report_dict(report.mixed, top=20 if top is None else top,
+                                   embeddings=report.mixed_embeddings)
+    for d in doc["per_tensor"]:
+        d["alpha"] = report.alphas.get(d["target"])
+    used = Counter(report.alphas.values())
+    return {"formula": "pre + alpha * (ft - pre)", "alpha_source": report.alpha_source,
+            "alphas_used": {f"{a:g}": n for a, n in sorted(used.items())}, "stats": doc}
 
 
 def _spectra_json(report: "DiffReport") -> list:
@@ -184,7 +208,7 @@ def check_to_json(result: CheckResult, side: FileSide | None = None) -> dict:
 def _shape(t) -> str:
     if t is None:
         return "—"
-    return f"{list(t.shape)} {t.dtype}"
+    return f"{fmt_shape(t.shape)} {t.dtype}"
 
 
 def _verdict(al: Alignment) -> str:
@@ -200,19 +224,50 @@ def _verdict(al: Alignment) -> str:
     return f"NOT aligned: {', '.join(bits)} ({al.n_paired} keys pair up)"
 
 
+def headline_counts(al: Alignment) -> list[tuple[str, str]]:
+    """The counts as a user reads them: a dtype-only difference is a match (GPT-SoVITS casts on
+    load), so ``matched`` counts both and says how many differ in dtype; JSON keeps the split."""
+    c = al.counts
+    matched = c.get(Status.MATCHED, 0) + c.get(Status.DTYPE_DIFFERS, 0)
+    dt = c.get(Status.DTYPE_DIFFERS, 0)
+    out = [("matched", f"{matched}" + (f" ({dt} differ only in dtype)" if dt else ""))]
+    out += [(s.value, str(c.get(s, 0))) for s in (Status.SHAPE_DIFFERS, Status.MISSING, Status.UNEXPECTED,
+                                                   Status.CONFLICT)]
+    return out
+
+
 def _counts_line(al: Alignment) -> str:
-    return "  ".join(f"{s.value}: {al.counts.get(s, 0)}" for s in Status)
+    return "  ".join(f"{label}: {value}" for label, value in headline_counts(al))
 
 
-def _sections(al: Alignment, only_problems: bool, top: int | None):
-    """(status, every row of it, the rows to show) per non-empty section, most serious first."""
+_INFORMATIONAL = (Status.DTYPE_DIFFERS, Status.MATCHED)
+
+
+def _sections(al: Alignment, only_problems: bool, top: int | None, all_rows: bool = True):
+    """(status, every row of it, the rows to show) per non-empty section, most serious first.
+
+    Without `all_rows`, informational sections (dtype-only, matched) come with no rows to show:
+    the renderers print one line for them instead.
+    """
     by_status: dict[Status, list[Row]] = {}
     for r in al.rows:
         by_status.setdefault(r.status, []).append(r)
     for status in _STATUS_ORDER:
         rows = by_status.get(status)
         if rows and (status.is_problem or not only_problems):
-            yield status, rows, rows if top is None else rows[:top]
+            if status in _INFORMATIONAL and not all_rows:
+                yield status, rows, []
+            else:
+                yield status, rows, rows if top is None else rows[:top]
+
+
+def collapsed_line(status: Status, rows: list[Row]) -> str:
+    """One line for an informational section left unlisted (``--all`` lists it)."""
+    if status is Status.DTYPE_DIFFERS:
+        pairs = collections.Counter((r.pre.dtype, r.ft.dtype) for r in rows if r.pre is not None and r.ft is not None)
+        how = ", ".join(f"{a} → {b}" + (f" ×{n}" if len(pairs) > 1 else "") for (a, b), n in pairs.most_common())
+        return f"{status.value} ({len(rows)}): pair up, differing only in dtype ({how}); --all lists them"
+    return f"{status.value} ({len(rows)}): same name, shape and dtype; --all lists them"
 
 
 def _finding_text(f: Finding):
@@ -226,15 +281,53 @@ def _finding_text(f: Finding):
 
 
 def render_text(report: DiffReport, console, *, only_problems: bool = False, top: int | None = None,
-                show_stats: bool = True) -> None:
-    """Print the report with rich; `console` decides colours (none when piped)."""
+                show_stats: bool = True, all_rows: bool = False) -> None:
+    """Print the report with rich; `console` decides colours (none when piped).
+
+    What matters first: files, rules, verdict and counts, findings, then the statistics
+    (where the change went, most-changed tensors and modules, phoneme rows by language), then
+    the per-key listing, where informational sections collapse to one line unless `all_rows`.
+    """
+    from rich.text import Text
+
+    al = report.alignment
+    _render_head(report, console)
+    console.print(Text(_verdict(al), style="bold green" if al.ok else "bold red"))
+    console.print(_counts_line(al))
+    if report.findings:
+        console.print(Text("findings", style="bold"))
+        for f in report.findings:
+            console.print(_finding_text(f))
+    if al.conflicts:
+        console.print(Text("conflicts", style="bold red"))
+        for target, sources in al.conflicts:
+            console.print(f"  {target}  <=  {', '.join(sources)}")
+    if show_stats:
+        if report.stats is not None:
+            _render_stats_text(report, console, top)
+        elif report.stats_error:
+            console.print(Text(f"stats not computed: {report.stats_error}", style="yellow"))
+    for status, rows, shown in _sections(al, only_problems, top, all_rows):
+        if not shown:
+            console.print(Text(collapsed_line(status, rows), style=_STATUS_STYLE[status]))
+            continue
+        console.print(_rows_table(console, status, rows, shown))
+        if len(shown) < len(rows):
+            console.print(f"  … and {len(rows) - len(shown)} more {status.value} rows (--top)")
+    if al.dropped:
+        console.print(f"dropped by rules: {sum(1 for d in al.dropped if d[0] == 'ft')} fine-tuned, "
+                      f"{sum(1 for d in al.dropped if d[0] == 'pre')} pretrained keys")
+    _render_spectra_text(report, console)
+
+
+def _render_head(report: DiffReport, console) -> None:
+    """The two files, the rules with their hits, the weights entry."""
     from rich.text import Text
 
     al = report.alignment
     rules = al.rules
     console.print(Text("pretrained: ", style="bold") + Text(report.pre.describe()))
     console.print(Text("fine-tuned: ", style="bold") + Text(report.ft.describe()))
-
     if rules is not None and rules.rules:
         src = "suggested" if report.suggested else (rules.source or "rules")
         t = _table(console, title=f"rules ({src})", title_justify="left", show_edge=False, pad_edge=False)
@@ -251,55 +344,33 @@ def render_text(report: DiffReport, console, *, only_problems: bool = False, top
     if rules is not None and rules.weights_entry:
         console.print(f"weights entry (from the rules): {rules.weights_entry!r}")
 
-    console.print(Text(_verdict(al), style="bold green" if al.ok else "bold red"))
-    console.print(_counts_line(al))
 
-    if report.findings:
-        console.print(Text("findings", style="bold"))
-        for f in report.findings:
-            console.print(_finding_text(f))
+def _rows_table(console, status: Status, rows: list[Row], shown: list[Row]):
+    """One status section of the per-key listing."""
+    from rich.text import Text
 
-    if al.conflicts:
-        console.print(Text("conflicts", style="bold red"))
-        for target, sources in al.conflicts:
-            console.print(f"  {target}  <=  {', '.join(sources)}")
-
-    for status, rows, shown in _sections(al, only_problems, top):
-        t = _table(console, title=f"{status.value} ({len(rows)})", title_justify="left", show_edge=False, pad_edge=False,
-                  title_style=_STATUS_STYLE[status])
-        t.add_column("target key", overflow="fold")
+    t = _table(console, title=f"{status.value} ({len(rows)})", title_justify="left", show_edge=False,
+               pad_edge=False, title_style=_STATUS_STYLE[status])
+    t.add_column("target key", overflow="fold")
+    if status is not Status.UNEXPECTED:
+        t.add_column("pretrained", overflow="fold")
+    if status is not Status.MISSING:
+        t.add_column("fine-tuned", overflow="fold")
+    t.add_column("rule", justify="right")
+    for r in shown:
+        cells = [Text(r.target)]
         if status is not Status.UNEXPECTED:
-            t.add_column("pretrained", overflow="fold")
+            cells.append(Text(_shape(r.pre)))
         if status is not Status.MISSING:
-            t.add_column("fine-tuned", overflow="fold")
-        t.add_column("rule", justify="right")
-        for r in shown:
-            cells = [Text(r.target)]
-            if status is not Status.UNEXPECTED:
-                cells.append(Text(_shape(r.pre)))
-            if status is not Status.MISSING:
-                ft = _shape(r.ft)
-                if r.ft_key is not None and r.ft_key != r.target:
-                    ft = f"{ft}  from {r.ft_key}"
-                if r.sources:
-                    ft = f"{ft}  sources: {', '.join(r.sources)}"
-                cells.append(Text(ft))
-            cells.append(Text("" if r.rule is None else str(r.rule + 1)))
-            t.add_row(*cells)
-        console.print(t)
-        if len(shown) < len(rows):
-            console.print(f"  … and {len(rows) - len(shown)} more {status.value} rows (--top)")
-
-    if al.dropped:
-        console.print(f"dropped by rules: {sum(1 for d in al.dropped if d[0] == 'ft')} fine-tuned, "
-                      f"{sum(1 for d in al.dropped if d[0] == 'pre')} pretrained keys")
-
-    if show_stats:
-        if report.stats is not None:
-            _render_stats_text(report, console, top)
-        elif report.stats_error:
-            console.print(Text(f"stats not computed: {report.stats_error}", style="yellow"))
-    _render_spectra_text(report, console)
+            ft = _shape(r.ft)
+            if r.ft_key is not None and r.ft_key != r.target:
+                ft = f"{ft}  from {r.ft_key}"
+            if r.sources:
+                ft = f"{ft}  sources: {', '.join(r.sources)}"
+            cells.append(Text(ft))
+        cells.append(Text("" if r.rule is None else str(r.rule + 1)))
+        t.add_row(*cells)
+    return t
 
 
 def _table(console, **kw):
@@ -312,9 +383,33 @@ def _table(console, **kw):
 
 
 def _render_stats_text(report: "DiffReport", console, top: int | None) -> None:
+    from rich.text import Text
+
     from . import stats as stats_report
 
-    stats_report.print_report(console, report.stats, top=20 if top is None else top, embeddings=report.embeddings)
+    top = 20 if top is None else top
+    if report.mixed is None:
+        stats_report.print_report(console, report.stats, top=top, embeddings=report.embeddings)
+        return
+    console.print(Text(mix_banner(report), style="bold"))
+    stats_report.print_report(console, report.mixed, top=top, embeddings=report.mixed_embeddings)
+
+
+def mix_banner(report: "DiffReport") -> str:
+    """What the mixing preview shows, with the whole model's change before and after mixing."""
+    from collections import Counter
+
+    from ..stats.rollup import rollup
+    from .numbers import fmt_rel
+
+    used = Counter(report.alphas.values())
+    alphas = ", ".join(f"{a:g} ×{n}" for a, n in sorted(used.items()))
+    ft, mx = rollup(report.stats).get(""), rollup(report.mixed).get("")
+    whole = ""
+    if ft is not None and mx is not None and ft.paired:
+        whole = f"; whole model rel Δ {fmt_rel(mx.rel_change)} (fine-tuned as is: {fmt_rel(ft.rel_change)})"
+    return (f"mixing preview ({report.alpha_source}): result = pre + alpha·(ft − pre), alpha {alphas}; "
+            f"the statistics below are the mixed result against pretrained{whole}")
 
 
 def _render_spectra_text(report: "DiffReport", console) -> None:
@@ -377,15 +472,18 @@ def _md_escape(s: str) -> str:
     return s.replace("|", "\\|").replace("`", "'")
 
 
-def render_markdown(report: DiffReport, *, only_problems: bool = False, top: int | None = None) -> str:
+def render_markdown(report: DiffReport, *, only_problems: bool = False, top: int | None = None,
+                    all_rows: bool = False) -> str:
+    """The report as Markdown, in the order of :func:`render_text` (statistics before the listing)."""
     al = report.alignment
+    counts = headline_counts(al)
     out = ["# gsvinspect diff", "",
            f"- **pretrained:** `{_md_escape(report.pre.describe())}`",
            f"- **fine-tuned:** `{_md_escape(report.ft.describe())}`",
            f"- **result:** {'✅' if al.ok else '❌'} {_verdict(al)}", ""]
-    out += ["| " + " | ".join(s.value for s in Status) + " |",
-            "|" + "---:|" * len(Status),
-            "| " + " | ".join(str(al.counts.get(s, 0)) for s in Status) + " |", ""]
+    out += ["| " + " | ".join(label for label, _ in counts) + " |",
+            "|" + "---:|" * len(counts),
+            "| " + " | ".join(value for _, value in counts) + " |", ""]
     rules = al.rules
     if rules is not None and rules.rules:
         src = "suggested" if report.suggested else (rules.source or "rules")
@@ -399,7 +497,22 @@ def render_markdown(report: DiffReport, *, only_problems: bool = False, top: int
         for f in report.findings:
             out.append(f"- **{f.severity}** `{f.code}`: {_md_escape(f.message)}")
         out.append("")
-    for status, rows, shown in _sections(al, only_problems, top):
+    if report.stats is not None:
+        md = _stats_markdown(report, top)
+        if md:
+            out += ["## Weight changes", "", md, ""]
+    out += _rows_markdown(al, only_problems, top, all_rows)
+    if report.spectra or report.spectra_notes:
+        out += _spectra_markdown(report)
+    return "\n".join(out)
+
+
+def _rows_markdown(al: Alignment, only_problems: bool, top: int | None, all_rows: bool) -> list[str]:
+    out: list[str] = []
+    for status, rows, shown in _sections(al, only_problems, top, all_rows):
+        if not shown:
+            out += [f"- {_md_escape(collapsed_line(status, rows))}", ""]
+            continue
         out += [f"## {status.value} ({len(rows)})", "", "| target | pretrained | fine-tuned | rule |",
                 "|---|---|---|---:|"]
         for r in shown:
@@ -413,13 +526,7 @@ def render_markdown(report: DiffReport, *, only_problems: bool = False, top: int
         if len(shown) < len(rows):
             out.append(f"\n… and {len(rows) - len(shown)} more")
         out.append("")
-    if report.stats is not None:
-        md = _stats_markdown(report, top)
-        if md:
-            out += ["## Weight changes", "", md, ""]
-    if report.spectra or report.spectra_notes:
-        out += _spectra_markdown(report)
-    return "\n".join(out)
+    return out
 
 
 def _spectra_markdown(report: "DiffReport") -> list[str]:
@@ -434,7 +541,11 @@ def _spectra_markdown(report: "DiffReport") -> list[str]:
 def _stats_markdown(report: "DiffReport", top: int | None) -> str | None:
     from . import stats as stats_report
 
-    return stats_report.to_markdown(report.stats, top=20 if top is None else top, embeddings=report.embeddings)
+    top = 20 if top is None else top
+    if report.mixed is None:
+        return stats_report.to_markdown(report.stats, top=top, embeddings=report.embeddings)
+    return (f"_{_md_escape(mix_banner(report))}_\n\n"
+            + stats_report.to_markdown(report.mixed, top=top, embeddings=report.mixed_embeddings))
 
 
 def render_check_markdown(result: CheckResult, side: FileSide | None = None) -> str:

@@ -141,7 +141,7 @@ def test_json_includes_stats_unless_no_stats(pairs, capsys):
     code, out, _ = run_cli(capsys, "diff", pre, ft, "--json")
     d = json.loads(out)
     assert code == 0 and d["stats"] is not None
-    code, out, _ = run_cli(capsys, "diff", pre, ft, "--markdown", "--top", "3", "--no-stats")
+    code, out, _ = run_cli(capsys, "diff", pre, ft, "--markdown", "--top", "3", "--no-stats", "--all")
     assert code == 0 and out.startswith("# gsvinspect diff") and "| matched |" in out
     assert "fully aligned" in out and "… and 292 more" in out
 

@@ -53,7 +53,10 @@ def test_spectrum_top_takes_the_most_changed_2d_weights(pair):
 
 def test_module_prefix_is_capped_to_its_most_changed_and_says_so(pair):
     d = diff_json(pair, "--spectrum", "blocks")
-    assert [s["key"] for s in d["spectra"]] == [f"blocks.{i}.weight" for i in range(17, 1, -1)]
+    # ranked like every most-changed list: by ‖Δ‖² (share of the model's change), from the stats
+    moved = {t["target"]: t["norm_diff"] for t in d["stats"]["per_tensor"] if t["target"].startswith("blocks.")}
+    assert [s["key"] for s in d["spectra"]] == sorted(moved, key=lambda k: -moved[k])[:16]
+    assert d["spectra"][0]["key"] == "blocks.17.weight" and "blocks.0.weight" not in [s["key"] for s in d["spectra"]]
     assert d["spectra"][0]["rel_change"] == pytest.approx(0.018, rel=1e-5)
     assert len(d["spectra_notes"]) == 1 and "18 2-D weights" in d["spectra_notes"][0]
     assert "16 most changed" in d["spectra_notes"][0]
