@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..load.checkpoint import open_checkpoint
     from ..errors import UsageError
-    from ..meta import DTYPE_SHORT
+    from ..meta import DTYPE_SHORT, fmt_shape
     from ..report.output import console, emit_json, human_count
 
     try:
@@ -46,7 +46,7 @@ def run(args) -> int:
         table.add_column("dtype", no_wrap=True)
         table.add_column("numel", justify="right", no_wrap=True)
         for t in rows:
-            table.add_row(t.key, "×".join(map(str, t.shape)) or "scalar", DTYPE_SHORT.get(t.dtype, t.dtype),
+            table.add_row(t.key, fmt_shape(t.shape), DTYPE_SHORT.get(t.dtype, t.dtype),
                           human_count(t.numel))
         con.print(table)
         con.print(f"{len(rows)} of {len(ck.weights)} tensors", style="dim")

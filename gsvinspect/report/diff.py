@@ -459,7 +459,7 @@ def render_check_text(result: CheckResult, console, side: FileSide | None = None
         t.add_column("found")
         rows = result.shape_mismatched if top is None else result.shape_mismatched[:top]
         for k, e, f in rows:
-            t.add_row(k, str(list(e)), str(list(f)))
+            t.add_row(k, fmt_shape(e), fmt_shape(f))
         console.print(t)
         if len(rows) < len(result.shape_mismatched):
             console.print(f"  … and {len(result.shape_mismatched) - len(rows)} more (--top 0 lists all)")
@@ -564,5 +564,5 @@ def render_check_markdown(result: CheckResult, side: FileSide | None = None) -> 
     if result.shape_mismatched:
         out += ["", f"## Shape mismatched ({len(result.shape_mismatched)})", "", "| key | expected | found |",
                 "|---|---|---|"]
-        out += [f"| `{_md_escape(k)}` | {list(e)} | {list(f)} |" for k, e, f in result.shape_mismatched]
+        out += [f"| `{_md_escape(k)}` | {fmt_shape(e)} | {fmt_shape(f)} |" for k, e, f in result.shape_mismatched]
     return "\n".join(out) + "\n"

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..load.detect import base_verdict
+from ..meta import fmt_shape
 from .output import human_bytes, human_count, to_jsonable
 from ..load.safe_unpickle import Opaque, TensorRef
 
@@ -15,7 +16,7 @@ from ..load.safe_unpickle import Opaque, TensorRef
 def describe_value(v: Any) -> str:
     """One line describing an extra entry (config, info, optimizer, loops...)."""
     if isinstance(v, TensorRef):
-        return f"tensor {v.dtype} {list(v.shape)}"
+        return f"tensor {fmt_shape(v.shape)} {v.dtype}"
     if isinstance(v, Opaque):
         plain = v.as_plain()
         if isinstance(plain, dict):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import UsageError
+from ..meta import fmt_shape as _fmt_shape
 from .kernels import _kind
 from .results import (_CHG, _D, _F, _INFF, _INFP, _MAXD, _NANF, _NANP, _OVFF, _OVFP, _P, TensorStats,
                       _empty_part, one_minus_cosine_from_sums, rel_change)
@@ -103,10 +104,6 @@ def _pieces(t: _Target):
 
 def _squeezed(shape) -> tuple[int, ...]:
     return tuple(d for d in shape if d != 1)
-
-
-def _fmt_shape(shape) -> str:
-    return "(" + ", ".join(str(d) for d in shape) + ")"
 
 
 def _finish(t: _Target) -> TensorStats:
