@@ -48,11 +48,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..align.alignment import Alignment, Row, Status
-from ..align.knowledge import CheckResult, Finding
+from ..align.knowledge import Finding
 from ..meta import fmt_shape
+from .check import CHECK_SCHEMA, check_to_json, render_check_markdown, render_check_text  # noqa: F401  (re-exported)
 
 SCHEMA = "gsvinspect.diff/1"
-CHECK_SCHEMA = "gsvinspect.check/1"
 
 _STATUS_STYLE = {
     Status.MATCHED: "green", Status.DTYPE_DIFFERS: "cyan", Status.SHAPE_DIFFERS: "red",
@@ -194,12 +194,6 @@ def _spectra_json(report: "DiffReport") -> list:
 
     return [stats_report.spectrum_dict(sp) for sp in report.spectra]
 
-
-def check_to_json(result: CheckResult, side: FileSide | None = None) -> dict:
-    out = {"schema": CHECK_SCHEMA, **result.as_dict()}
-    if side is not None:
-        out["file"] = side.as_dict()
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -423,47 +417,6 @@ def _render_spectra_text(report: "DiffReport", console) -> None:
         stats_report.print_spectra(console, report.spectra)
 
 
-def render_check_text(result: CheckResult, console, side: FileSide | None = None, *, top: int | None = None) -> None:
-    from rich.text import Text
-
-    if side is not None:
-        console.print(Text("file: ", style="bold") + Text(side.describe()))
-    how = "picked from the detected layout/version" if result.auto else "as requested"
-    console.print(Text("checked as: ", style="bold") + Text(f"{result.name} ({result.description}; {how})"))
-    console.print(Text("loader: ", style="bold") + Text(result.loader))
-    if result.ok:
-        console.print(Text(f"OK: all {result.n_expected} expected keys present with the expected shapes",
-                           style="bold green"))
-    else:
-        console.print(Text(f"NOT loadable as-is: {len(result.missing)} missing, {len(result.unexpected)} unexpected, "
-                           f"{len(result.shape_mismatched)} shape-mismatched "
-                           f"(expected {result.n_expected} keys, found {result.n_found})", style="bold red"))
-    for f in result.findings:
-        console.print(_finding_text(f))
-    for title, keys in (("missing", result.missing), ("unexpected", result.unexpected)):
-        if not keys:
-            continue
-        shown = keys if top is None else keys[:top]
-        t = _table(console, title=f"{title} ({len(keys)})", title_justify="left", show_edge=False, pad_edge=False)
-        t.add_column("key", overflow="fold")
-        for k in shown:
-            t.add_row(k)
-        console.print(t)
-        if len(shown) < len(keys):
-            console.print(f"  … and {len(keys) - len(shown)} more")
-    if result.shape_mismatched:
-        t = _table(console, title=f"shape mismatched ({len(result.shape_mismatched)})", title_justify="left",
-                  show_edge=False, pad_edge=False)
-        t.add_column("key", overflow="fold")
-        t.add_column("expected")
-        t.add_column("found")
-        rows = result.shape_mismatched if top is None else result.shape_mismatched[:top]
-        for k, e, f in rows:
-            t.add_row(k, fmt_shape(e), fmt_shape(f))
-        console.print(t)
-        if len(rows) < len(result.shape_mismatched):
-            console.print(f"  … and {len(result.shape_mismatched) - len(rows)} more (--top 0 lists all)")
-
 
 # ---------------------------------------------------------------------------------------------
 # Markdown
@@ -546,23 +499,3 @@ def _stats_markdown(report: "DiffReport", top: int | None) -> str | None:
         return stats_report.to_markdown(report.stats, top=top, embeddings=report.embeddings)
     return (f"_{_md_escape(mix_banner(report))}_\n\n"
             + stats_report.to_markdown(report.mixed, top=top, embeddings=report.mixed_embeddings))
-
-
-def render_check_markdown(result: CheckResult, side: FileSide | None = None) -> str:
-    out = ["# gsvinspect check", ""]
-    if side is not None:
-        out.append(f"- **file:** `{_md_escape(side.describe())}`")
-    out += [f"- **checked as:** `{result.name}` ({_md_escape(result.description)})",
-            f"- **loader:** {_md_escape(result.loader)}",
-            f"- **result:** {'✅ OK' if result.ok else '❌ not loadable as-is'}: {len(result.missing)} missing, "
-            f"{len(result.unexpected)} unexpected, {len(result.shape_mismatched)} shape-mismatched", ""]
-    for f in result.findings:
-        out.append(f"- **{f.severity}** `{f.code}`: {_md_escape(f.message)}")
-    for title, keys in (("Missing", result.missing), ("Unexpected", result.unexpected)):
-        if keys:
-            out += ["", f"## {title} ({len(keys)})", ""] + [f"- `{_md_escape(k)}`" for k in keys]
-    if result.shape_mismatched:
-        out += ["", f"## Shape mismatched ({len(result.shape_mismatched)})", "", "| key | expected | found |",
-                "|---|---|---|"]
-        out += [f"| `{_md_escape(k)}` | {fmt_shape(e)} | {fmt_shape(f)} |" for k, e, f in result.shape_mismatched]
-    return "\n".join(out) + "\n"

@@ -1,12 +1,16 @@
 """Stats as people and programs read them: rich tables, JSON-ready dicts, Markdown.
 
-``gsvinspect diff`` (commands/diff.py) and the TUI call these; nothing here computes a statistic.
-JSON dicts hold only str/int/float/bool/None/list/dict, and non-finite floats become the strings
-``"inf"``, ``"-inf"``, ``"nan"`` (JSON has no literal for them).
+``gsvinspect diff`` (cli/diff.py) and the TUI call these; nothing here computes a statistic.
+Rankings are :mod:`gsvinspect.stats.rank`'s (share of the model's ‖Δ‖²); numbers are formatted by
+:mod:`gsvinspect.report.numbers` (relative change always a percentage, ``from 0`` for a zero
+pretrained side). JSON dicts hold only str/int/float/bool/None/list/dict, and non-finite floats
+become the strings ``"inf"``, ``"-inf"``, ``"nan"`` (JSON has no literal for them).
 
 Functions:
-    fmt_rel(x), fmt_float(x), fmt_count(n)       -> short display strings.
-    tensor_dict(ts) / module_dict(m)             -> JSON-ready dict of one TensorStats / ModuleStats.
+    fmt_rel(x), fmt_float(x), fmt_count(n)       -> re-exported from report.numbers.
+    tensor_dict(ts, total) / module_dict(m, total) -> JSON-ready dict of one TensorStats / ModuleStats
+                                                 (with its ``share`` when the model's total is given).
+    parts_line(rollups)                          -> "where the change went: dec 48% · flow 23% · …".
     health_issues(result)                        -> list of dicts, one per tensor with NaN/Inf/fp16 overflow.
     report_dict(result, rollups=None, top=20, depth=None, embeddings=(), spectra=())
                                                  -> the whole report as one JSON-ready dict.
