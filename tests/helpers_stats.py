@@ -105,7 +105,8 @@ def zero_init_sovits_pair(root, *, scale: int = 8):
     where the tensors upstream initialises to zero are zero on the pretrained side: every
     ``norm_layers*.beta`` and the flow's ``flow.flows.*.post`` convs. Fine-tuning moves each
     tensor by ~1 % of its rms, so those zero tensors move by ~2e-4 absolute (infinite relative
-    change), and ``dec.ups.*.bias`` (tiny) by 30 %. Returns (pre_path, ft_path, zero_keys).
+    change), ``dec.ups.*.bias`` (tiny) by 30 %, the quantizer not at all (frozen, as the demo
+    has it). Returns (pre_path, ft_path, zero_keys).
     """
     from gsvinspect.meta import Layout
     from gsvinspect.synth import cast, fine_tune, state_dict, write_checkpoint
@@ -117,7 +118,7 @@ def zero_init_sovits_pair(root, *, scale: int = 8):
         base[k] = base[k] * 0
     start = cast(cast(base, "float16"), "float32")
     tiny = {k: 0.3 for k in base if k.startswith("dec.ups.") and k.endswith(".bias")}
-    ft = fine_tune(start, seed=1, strength=0.01, module_strength=tiny)
+    ft = fine_tune(start, seed=1, strength=0.01, module_strength={**tiny, "quantizer.": 0.0})   # frozen, as in s2 training
     pre_p = write_checkpoint(root / "s2G2333k.pth", Layout.SOVITS_G_PRETRAINED, "v2", weights=base, scale=scale)
     ft_p = write_checkpoint(root / "G_2000.pth", Layout.SOVITS_G_TRAIN, "v2", weights=ft, scale=scale,
                             optimizer=False)

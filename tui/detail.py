@@ -16,6 +16,8 @@ from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from gsvinspect.report.numbers import fmt_rel
+
 from .diff_view import change_colour, format_shape
 from .model import STATUS_LABELS, Group, Leaf, Line
 
@@ -37,7 +39,7 @@ def _fmt(value: Any, kind: str) -> str:
         return "—"
     try:
         if kind == "pct":
-            return f"{float(value) * 100:.4g} %"
+            return fmt_rel(float(value))      # the library's one percentage format ("from 0" for a zero pre)
         if kind == "f6":
             return f"{float(value):.6f}"
         if kind == "int":
@@ -89,6 +91,8 @@ def leaf_detail(leaf: Leaf, rules: Any = None, single: bool = False) -> Renderab
     parts.append(t)
     if leaf.stats is not None:
         st = _kv_table()
+        if leaf.share is not None:
+            st.add_row("share of the model's Σ‖Δ‖²", Text(_fmt(leaf.share, "pct"), style=change_colour(leaf.share)))
         for name, label, kind in STAT_FIELDS:
             value = getattr(leaf.stats, name, None)
             if value is None:
@@ -113,6 +117,8 @@ def group_detail(group: Group) -> RenderableType:
         t.add_row(STATUS_LABELS.get(status, status), Text(f"{n:,}", style="red"))
     change = group.change
     if change is not None:
+        if group.share is not None:
+            t.add_row("share of the model's Σ‖Δ‖²", Text(_fmt(group.share, "pct"), style=change_colour(group.share)))
         t.add_row("relative change", Text(_fmt(change, "pct"), style=change_colour(change)))
         t.add_row("largest key change", Text(_fmt(group.max_change, "pct"), style=change_colour(group.max_change)))
         t.add_row("keys with stats", f"{group.n_stats:,}")

@@ -23,7 +23,8 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from gsvinspect.meta import DTYPE_SHORT
+from gsvinspect.meta import DTYPE_SHORT, fmt_shape
+from gsvinspect.report.numbers import fmt_rel
 
 from .model import Leaf, Line, ViewModel, find_line
 
@@ -60,21 +61,11 @@ def change_colour(change: float | None) -> str:
 
 
 def format_change(change: float | None) -> str:
-    """Six cells: ``12.3%``, ``0.05%``, `` 0   ``; ``…`` while statistics are pending."""
+    """Six cells in the library's one percentage format (``fmt_rel``, compact): ``12.3%``, ``0.05%``,
+    ``4e-5%``, ``from 0``; ``·`` while statistics are pending."""
     if change is None:
         return "     ·"
-    if change == 0:
-        return "     0"
-    pct = change * 100
-    if pct >= 1000:
-        return f"{pct:5.0e}%"[:6].rjust(6)
-    if pct >= 100:
-        return f"{pct:5.0f}%"
-    if pct >= 10:
-        return f"{pct:5.1f}%"
-    if pct >= 0.01:
-        return f"{pct:5.2f}%"
-    return f"{pct:5.0e}"[-6:].rjust(6)
+    return fmt_rel(change, compact=True).rjust(6)
 
 
 def change_bar(change: float | None, width: int = BAR_WIDTH) -> str:
@@ -89,9 +80,8 @@ def change_bar(change: float | None, width: int = BAR_WIDTH) -> str:
 
 
 def format_shape(shape: tuple[int, ...] | None) -> str:
-    if shape is None:
-        return ""
-    return "[" + ",".join(str(d) for d in shape) + "]"
+    """The library's one shape format (``48×192×1``)."""
+    return "" if shape is None else fmt_shape(shape)
 
 
 def fit(text: str, width: int) -> str:
@@ -405,7 +395,7 @@ class DiffView(ScrollView, can_focus=True):
             segs.append(Segment(fit(summary, min(left_w, cell_len(summary))), base + dim))
             mark = "!" if problems else " "
             segs.append(Segment(" " + mark, base + Style(color="red", bold=True)))
-            change = node.change
+            change = node.share
             ctext = format_change(change) if problems < node.n_keys else "      "  # nothing paired
             segs.append(Segment(ctext + " ", base + Style(color=change_colour(change))))
             segs.append(Segment(change_bar(change), base + Style(color=change_colour(change))))
@@ -426,7 +416,7 @@ class DiffView(ScrollView, can_focus=True):
         segs.extend(self._side(prefix, name, row.pre, left_w, base, dim, absent, line.label is not None))
         mark, colour = MARKS.get(leaf.status, ("?", "default"))
         segs.append(Segment(" " + mark, base + Style(color=colour, bold=True)))
-        change = leaf.change
+        change = leaf.share
         cstyle = base + Style(color=change_colour(change))
         if single:
             info = row.pre

@@ -20,7 +20,7 @@ KEYS = (
     ]),
     ("view", [
         ("/", "filter keys (text, or a regex; re:… forces regex)"), ("Esc", "clear the filter"),
-        ("p", "only problems"), ("s", "sort by change"), ("f", "flat list of full keys"),
+        ("p", "only problems"), ("s", "sort by share of the change"), ("f", "flat list of full keys"),
         ("Tab", "next pane"), ("1 2 3 4", "detail, rules, modules, info tab"),
     ]),
     ("actions", [
@@ -49,7 +49,8 @@ def help_text() -> Table:
         mark, colour = MARKS[status]
         t.add_row(Text(mark, style=f"bold {colour}"), label)
     t.add_row("↻", "fine-tuned key renamed by a rule")
-    t.add_row("12.3% ▌", "relative change ‖ft−pre‖/‖pre‖ (bar: log scale, 0.01 % … 100 %)")
+    t.add_row("12.3% ▌", "share of the model's change Σ‖ft−pre‖² (bar: log scale, 0.01 % … 100 %);"
+              " the Detail tab adds the relative change ‖ft−pre‖/‖pre‖")
     return t
 
 

@@ -80,6 +80,7 @@ class Leaf:
     status: str
     is_problem: bool = False
     stats: Any = None
+    share: float | None = None  # share of the model's Σ‖Δ‖² (set by ViewModel.rollup; what the tree shows)
 
     @property
     def target(self) -> str:
@@ -114,6 +115,7 @@ class Group:
     sq_diff: float = 0.0
     n_stats: int = 0
     max_change: float | None = None
+    share: float | None = None  # share of the model's Σ‖Δ‖² (what the tree and the Modules tab show)
 
     @property
     def ident(self) -> str:
@@ -294,6 +296,20 @@ class ViewModel:
                 p.sq_diff += g.sq_diff
                 if p.max_change is None or g.max_change > p.max_change:
                     p.max_change = g.max_change
+        self._shares()
+
+    def _shares(self) -> None:
+        """Each key's and group's share of the model's Σ‖Δ‖² (gsvinspect.stats.rank: the ranking
+        every most-changed list uses; `s` sorts by it and the tree shows it)."""
+        from gsvinspect.stats.rank import share
+
+        total = self.root.sq_diff
+        isfinite = math.isfinite
+        for leaf in self.leaves.values():
+            nd = getattr(leaf.stats, "norm_diff", None) if leaf.change is not None else None
+            leaf.share = share(nd * nd, total) if nd is not None and isfinite(nd) else None
+        for g in self._order:
+            g.share = share(g.sq_diff, total) if g.n_stats else None
 
     @property
     def n_with_stats(self) -> int:
@@ -332,8 +348,8 @@ class ViewModel:
         return True
 
     def _sort_key(self, node: Any) -> float:
-        c = node.change if not isinstance(node, Group) else (node.max_change)
-        return -(c if c is not None else -1.0)
+        s = node.share             # the number the tree shows, for keys and groups alike
+        return -(s if s is not None else -1.0)
 
     def flatten(self) -> list[Line]:
         """The visible lines for the current view state."""

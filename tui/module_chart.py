@@ -1,7 +1,8 @@
 """ModuleChart: one bar per module, showing where the fine-tune moved the model most.
 
-Bars are linear in the module's relative change (‖Δ‖/‖pre‖ over its keys), scaled to the largest,
-so the biggest mover fills the width; the number beside each bar is the change itself.
+Bars are linear in the module's share of the model's Σ‖Δ‖² (the ranking of every most-changed
+list, gsvinspect.stats.rank), scaled to the largest, so the module carrying most of the change
+fills the width; the number beside each bar is that share.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from .model import Group, ViewModel
 
 
 def module_items(model: ViewModel | None, depth: int = 2) -> list[tuple[str, float, int]]:
-    """(module prefix, relative change, keys) for groups up to `depth` levels, biggest change first."""
+    """(module prefix, share of Σ‖Δ‖², keys) for groups up to `depth` levels, biggest share first."""
     if model is None:
         return []
     out: list[tuple[str, float, int]] = []
@@ -25,8 +26,8 @@ def module_items(model: ViewModel | None, depth: int = 2) -> list[tuple[str, flo
     def walk(group: Group, level: int) -> None:
         for child in group.children:
             if isinstance(child, Group):
-                if child.change is not None:
-                    out.append((child.prefix, child.change, child.n_keys))
+                if child.share is not None:
+                    out.append((child.prefix, child.share, child.n_keys))
                 if level < depth:
                     walk(child, level + 1)
 

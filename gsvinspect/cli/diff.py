@@ -180,14 +180,14 @@ def _embeddings(pre, ft, al):
 
 def _mix(report, rules, alpha: float | None) -> None:
     """With --alpha or an [alpha] table, the mixed result's stats against pretrained (from the sums)."""
-    from ..export.exporter import _alpha_for   # the exporter's own rule: [alpha] per module, else --alpha
+    from ..export.mixing import alpha_for   # the exporter's own rule: [alpha] per module, else --alpha
     from ..stats.mix import mix_rows, mix_stats
 
     if alpha is None and not (rules is not None and rules.has_alphas):
         return
 
     def alpha_of(target: str) -> float:
-        a = _alpha_for(rules, alpha, target)
+        a = alpha_for(rules, alpha, target)
         return 1.0 if a is None else a
 
     report.mixed = mix_stats(report.stats, alpha_of)

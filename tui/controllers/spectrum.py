@@ -63,7 +63,7 @@ class SpectrumController(Controller):
 
         def change(row: Any) -> float | None:
             leaf = leaves.get(row.target)
-            return leaf.change if leaf is not None else None
+            return leaf.share if leaf is not None else None   # ranked like every most-changed list
 
         prefix = line.node.prefix
         rows = session.module_spectrum_rows(prefix, MODULE_SPECTRA, change)

@@ -1,0 +1,63 @@
+"""The app's numbers are the CLI's (issue 13, points 7 and 8): `s` sorts by the share of the
+model's change that the tree shows, the Modules tab ranks by it, zero-initialised pretrained
+tensors read "from 0", every percentage is the library's one format, shapes read 48×192×1.
+
+Real files: a v2 SoVITS pair in upstream's containers whose zero-initialised tensors are zero on
+the pretrained side (helpers_stats.zero_init_sovits_pair).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from test_tui_support import settle, wait_until
+
+from gsvinspect.cli.main import main
+from helpers_stats import zero_init_sovits_pair
+
+
+@pytest.fixture(scope="module")
+def zero_pair(tmp_path_factory):
+    return zero_init_sovits_pair(tmp_path_factory.mktemp("tui-numbers"))
+
+
+def _cli_per_tensor(pre, ft, capsys) -> dict:
+    assert main(["diff", str(pre), str(ft), "--json"]) == 0
+    return {t["target"]: t for t in json.loads(capsys.readouterr().out)["stats"]["per_tensor"]}
+
+
+async def test_sort_modules_and_detail_show_the_cli_numbers(zero_pair, capsys):
+    from gsvinspect_tui.app import GsvInspectApp
+
+    pre, ft, zero = zero_pair
+    cli = _cli_per_tensor(pre, ft, capsys)
+    app = GsvInspectApp(pre, ft, stats=True)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await settle(app, pilot)
+        await wait_until(app, pilot, lambda: not app.stats_running)
+        assert app.model.n_with_stats == 776
+        for k, t in cli.items():                        # the same share for every key
+            assert app.model.leaves[k].share == pytest.approx(t["share"], rel=1e-9, abs=1e-15), k
+        await pilot.press("f", "s", "home")             # flat list, sorted, from the top
+        await settle(app, pilot)
+        order = [ln.node.target for ln in app.diff.lines]
+        ranked = sorted(cli, key=lambda k: -cli[k]["share"])
+        assert order[:20] == ranked[:20] and not set(order[:100]) & set(zero)
+        # the number on each line is that share, in the one percentage format
+        text = "\n".join(app.diff.render_line(y).text for y in range(10))
+        first = app.model.leaves[order[0]]
+        assert f" {first.share * 100:.1f}% " in text.splitlines()[0]
+        assert not re.search(r"\d(e-\d+)(?!%)", text) and "inf" not in text
+        assert "×" in text and "[" not in text             # shapes: 48×192×1
+        # Modules tab: ranked by the same share, the flow's zero-initialised `post` convs not on top
+        chart = app.query_one("#chart")
+        items = chart._items
+        assert [s for _, s, _ in items] == sorted((s for _, s, _ in items), reverse=True)
+        assert not any(n.endswith(".post") for n, _, _ in items[:10])
+        # Detail of a zero-initialised tensor: "from 0", its share, never inf
+        app.diff.move_to(zero[0])
+        await settle(app, pilot)
+        detail = app.query_one("#detail").plain_text(width=120)
+        assert "from 0" in detail and "share of the model" in detail and "inf" not in detail
