@@ -103,7 +103,10 @@ def leaf_detail(leaf: Leaf, rules: Any = None, single: bool = False) -> Renderab
                if getattr(leaf.stats, k, 0)}
         for k, v in bad.items():
             st.add_row(k.replace("_", " "), Text(f"{v:,}", style="bold red"))
-        parts.append(Text("\nstatistics", style="bold underline"))
+        title = "\nstatistics"
+        if leaf.alpha is not None:
+            title += f" of the mix pre + {leaf.alpha:g}·(ft − pre) against pretrained (rules' [alpha])"
+        parts.append(Text(title, style="bold underline"))
         parts.append(st)
     elif not single and row.pre is not None and row.ft is not None:
         parts.append(Text("\nstatistics pending…", style="dim"))

@@ -81,6 +81,7 @@ class Leaf:
     is_problem: bool = False
     stats: Any = None
     share: float | None = None  # share of the model's Σ‖Δ‖² (set by ViewModel.rollup; what the tree shows)
+    alpha: float | None = None  # mixing preview: stats are pre + alpha·(ft − pre) vs pre (rules' [alpha])
 
     @property
     def target(self) -> str:
@@ -174,8 +175,9 @@ class ViewModel:
     """The key tree for one alignment, and the view state (expanded groups, filter, sort)."""
 
     def __init__(self, rows: Iterable[Any], *, compact: bool = True, single: bool = False,
-                 stats: Iterable[tuple[str, Any]] = ()) -> None:
+                 stats: Iterable[tuple[str, Any]] = (), mix: Callable[[str], float] | None = None) -> None:
         self.single = single
+        self.mix = mix  # target -> alpha when the rules ask for a mix (gsvinspect.stats.mix.alpha_lookup)
         self.root = Group("", "", None)
         self.leaves: dict[str, Leaf] = {}
         self.groups: dict[str, Group] = {"": self.root}
@@ -243,10 +245,16 @@ class ViewModel:
 
     # -- statistics ---------------------------------------------------------------------------
     def set_stats(self, items: Iterable[tuple[str, Any]]) -> None:
-        """Attach statistics that arrived (target -> TensorStats)."""
+        """Attach statistics that arrived (target -> TensorStats); with a mix, the mixed result's."""
+        mix = self.mix
+        if mix is not None:
+            from gsvinspect.stats.mix import mix_tensor
         for target, stats in items:
             leaf = self.leaves.get(target)
             if leaf is not None:
+                if mix is not None:
+                    leaf.alpha = mix(target)
+                    stats = mix_tensor(stats, leaf.alpha)
                 leaf.stats = stats
 
     def rollup(self) -> None:

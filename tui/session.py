@@ -90,8 +90,10 @@ class Session:
                 if text.strip() else RuleSet()
         except RulesError as exc:
             return Realigned(generation, error=exc)
+        from gsvinspect.stats.mix import alpha_lookup
+
         alignment = align(self.pre.weights, self.ft.weights, rules)
-        model = ViewModel(alignment.rows, stats=self.stats_for(alignment))
+        model = ViewModel(alignment.rows, stats=self.stats_for(alignment), mix=alpha_lookup(rules, None))
         return Realigned(generation, rules, alignment, model)
 
     def adopt(self, result: Realigned, text: str) -> None:

@@ -180,16 +180,11 @@ def _embeddings(pre, ft, al):
 
 def _mix(report, rules, alpha: float | None) -> None:
     """With --alpha or an [alpha] table, the mixed result's stats against pretrained (from the sums)."""
-    from ..export.mixing import alpha_for   # the exporter's own rule: [alpha] per module, else --alpha
-    from ..stats.mix import mix_rows, mix_stats
+    from ..stats.mix import alpha_lookup, mix_rows, mix_stats
 
-    if alpha is None and not (rules is not None and rules.has_alphas):
+    alpha_of = alpha_lookup(rules, alpha)   # the exporter's rule: [alpha] per module, else --alpha
+    if alpha_of is None:
         return
-
-    def alpha_of(target: str) -> float:
-        a = alpha_for(rules, alpha, target)
-        return 1.0 if a is None else a
-
     report.mixed = mix_stats(report.stats, alpha_of)
     report.mixed_embeddings = [mix_rows(rc, alpha_of(_target_of(report.alignment, rc.ft_key)))
                                for rc in report.embeddings]

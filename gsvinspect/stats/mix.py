@@ -10,11 +10,15 @@ nothing is read again:
   and the cosine comes from those three sums like the engine's own (precise near 1);
 * elements changed: the same ones for ``a > 0``, none for ``a = 0``.
 
-NaN/Inf counts of the mixed side are the fine-tuned side's when ``a > 0`` (a NaN or Inf there
-carries into the mix), the pretrained side's when ``a = 0``; the fp16-overflow count of a mix
-with ``0 < a < 1`` is not known from sums and is left None.
+A tensor holding NaN or Inf on either side carries them into the mix at any ``a`` (``0·NaN`` is
+NaN); its ‖Δ_mixed‖, relative change and max|Δ| are still exact (NaN pairs are left out of Δ as
+the engine does), but the mixed side's norm and the cosine are not derivable from the sums and
+are NaN; its NaN/Inf counts are the fine-tuned side's. The fp16-overflow count of a mix with
+``0 < a < 1`` is not known from sums and is left None.
 
 Functions:
+    alpha_lookup(rules, alpha) -> target -> alpha, as ``export`` mixes (None: no mixing asked for).
+    mix_tensor(ts, a) -> TensorStats of one target, mixed.
     mix_stats(result, alpha_of) -> StatsResult of mixed vs pre (same targets, same order).
     mix_rows(row_changes, alpha) -> RowChanges of the phoneme table's rows, mixed.
 """
@@ -38,21 +42,47 @@ def _mixed_sumsq(p: float, f: float, d: float, a: float) -> float:
     return max(0.0, p + a * (f - p - d) + a * a * d)
 
 
+def alpha_lookup(rules, alpha: float | None) -> Callable[[str], float] | None:
+    """``target -> alpha`` as the exporter mixes (export.mixing.alpha_for): the rules file's
+    ``[alpha]`` table when it has one (longest prefix, ``re:`` entries, ``default``), else
+    `alpha`, else 1.0 (kept as fine-tuned). None when neither asks for a mix."""
+    has = rules is not None and getattr(rules, "has_alphas", False)
+    if alpha is None and not has:
+        return None
+
+    def alpha_of(target: str) -> float:
+        a = rules.alpha_for(target) if has else None
+        if a is None:
+            a = alpha
+        return 1.0 if a is None else float(a)
+    return alpha_of
+
+
+def mix_tensor(ts: TensorStats, a: float) -> TensorStats:
+    """One target's stats for ``pre + a·(ft − pre)`` against pre (see the module docstring)."""
+    m = _mix_one(ts, a)
+    if m.paired and 0.0 < a < 1.0:
+        m.overflow16_ft = None
+    return m
+
+
 def _mix_one(ts: TensorStats, a: float) -> TensorStats:
     if not ts.paired or a == 1.0:
         return ts
     p, d = ts.sumsq_pre, ts.sumsq_diff
-    f = _mixed_sumsq(p, ts.sumsq_ft, d, a)
     dm = a * a * d
-    om = one_minus_cosine_from_sums(p, f, dm)
+    if any((ts.nan_pre, ts.nan_ft, ts.inf_pre, ts.inf_ft)):
+        f = om = math.nan                 # the mix holds them too; its norm is not in the sums
+    else:
+        f = _mixed_sumsq(p, ts.sumsq_ft, d, a)
+        om = one_minus_cosine_from_sums(p, f, dm)
     keep_ft = a > 0
     return replace(
         ts, norm_ft=math.sqrt(f), sumsq_ft=f, sumsq_diff=dm, norm_diff=a * ts.norm_diff,
-        rel_change=rel_change(p, dm), one_minus_cos=om, cosine=1.0 - om,
+        rel_change=rel_change(p, dm) if math.isfinite(p) else ts.rel_change, one_minus_cos=om, cosine=1.0 - om,
         max_abs_diff=a * ts.max_abs_diff if ts.max_abs_diff is not None else None,
         changed=ts.changed if keep_ft else 0,
         changed_frac=ts.changed_frac if keep_ft else (0.0 if ts.changed_frac is not None else None),
-        nan_ft=ts.nan_ft if keep_ft else ts.nan_pre, inf_ft=ts.inf_ft if keep_ft else ts.inf_pre,
         overflow16_ft=ts.overflow16_ft if keep_ft else ts.overflow16_pre,
         dtype_ft=ts.dtype_ft if keep_ft else ts.dtype_pre)
 
@@ -63,13 +93,7 @@ def mix_stats(result: StatsResult, alpha_of: Callable[[str], float]) -> StatsRes
     Targets compared element-wise are mixed; the others are kept as measured (the exporter
     does not mix what it cannot pair).
     """
-    per_key = {}
-    for target, ts in result.per_key.items():
-        a = float(alpha_of(target))
-        m = _mix_one(ts, a)
-        if m.paired and 0.0 < a < 1.0:
-            m.overflow16_ft = None
-        per_key[target] = m
+    per_key = {target: mix_tensor(ts, float(alpha_of(target))) for target, ts in result.per_key.items()}
     return replace(result, per_key=per_key, notes=list(result.notes))
 
 

@@ -61,3 +61,37 @@ async def test_sort_modules_and_detail_show_the_cli_numbers(zero_pair, capsys):
         await settle(app, pilot)
         detail = app.query_one("#detail").plain_text(width=120)
         assert "from 0" in detail and "share of the model" in detail and "inf" not in detail
+
+
+async def test_alpha_in_the_rules_shows_the_mix_like_diff(zero_pair, tmp_path, capsys):
+    """An [alpha] table in the rules: the tree, Detail and phoneme rows show the mixed result
+    against pretrained, the numbers `diff --rules` prints (issue 13, point 12)."""
+    from gsvinspect_tui.app import GsvInspectApp
+
+    pre, ft, zero = zero_pair
+    rules = tmp_path / "mix.toml"
+    rules.write_text('[alpha]\ndefault = 0.5\n"enc_p.text_embedding" = 0.2\n')
+    assert main(["diff", str(pre), str(ft), "--rules", str(rules), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)["mixed"]["stats"]
+    cli = {t["target"]: t for t in doc["per_tensor"]}
+    app = GsvInspectApp(pre, ft, rules=rules, stats=True)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await settle(app, pilot)
+        await wait_until(app, pilot, lambda: not app.stats_running)
+        emb = "enc_p.text_embedding.weight"
+        leaf = app.model.leaves[emb]
+        assert leaf.alpha == 0.2 and app.model.leaves["dec.conv_pre.weight"].alpha == 0.5
+        for k, t in cli.items():
+            lf = app.model.leaves[k]
+            assert lf.stats.norm_diff == pytest.approx(t["norm_diff"], rel=1e-12), k
+            assert lf.share == pytest.approx(t["share"], rel=1e-9, abs=1e-15), k
+        app.diff.move_to(emb)
+        await settle(app, pilot, pause=0.1)
+        detail = app.query_one("#detail").plain_text(width=160)
+        assert "statistics of the mix pre + 0.2·(ft − pre)" in detail
+        langs = {x["language"]: x["rel_change"] for x in doc["embeddings"][0]["languages"]}
+        from gsvinspect.report.numbers import fmt_rel
+
+        by_language = detail.split("by language")[1]
+        en_line = next(ln for ln in by_language.splitlines() if ln.split()[:1] == ["en"])
+        assert fmt_rel(langs["en"]) in en_line

@@ -55,6 +55,10 @@ class DetailController(Controller):
             if not embedding_keys([row.target]):
                 return
             rows = embedding_rows(session.pre, session.ft, row.pre_key, row.ft_key)
+            if line.node.alpha is not None:           # the rules mix: rows of the mixed result
+                from gsvinspect.stats.mix import mix_rows
+
+                rows = mix_rows(rows, line.node.alpha)
         except Exception:  # the panel simply shows no row table
             return
         if rows:
