@@ -140,7 +140,7 @@ class MainScreen(Screen):
             right = width - MID_WIDTH - left
             text = Text()
             text.append(fit(f" pretrained: {s.pre_path.name}", left), style="bold")
-            text.append(fit("    Δ rel", MID_WIDTH), style="bold")
+            text.append(fit("   share", MID_WIDTH), style="bold")   # of the model's Σ‖Δ‖² (stats.rank)
             text.append(fit(f"fine-tuned: {s.ft_path.name}", right), style="bold")
         self.query_one("#columns", Static).update(text)
 
