@@ -176,7 +176,7 @@ class MainScreen(Screen):
         if model.only_problems:
             flags.append("problems only")
         if model.sort_by_change:
-            flags.append("sorted by Δ")
+            flags.append("sorted by share")
         if model.flat:
             flags.append("flat")
         if flags:
