@@ -120,6 +120,10 @@ def find_copies(entries: list[ScanEntry], cks: dict) -> None:
             sample = _sample_keys(floats)
             if sample and all(same_values(ex_ck, k, tr_ck, tr_map[canonical(k)]) for k in sample):
                 ex.copy_of = str(tr.path)
+                for attr in ("epoch", "step"):
+                    if getattr(ex, attr) is None and getattr(tr, attr) is not None:
+                        setattr(ex, attr, getattr(tr, attr))
+                        setattr(ex, attr + "_from", "copy")
                 ex.copy_note = (f"{len(sample)} of {len(ex_ck.weights)} tensors compared, equal after the "
                                 f"cast to {ex_ck.weights[sample[0]].dtype}")
                 break
