@@ -63,11 +63,18 @@ class RunTree:
     nan_key: dict[str, str] = field(default_factory=dict)
     steps: dict[str, list[int]] = field(default_factory=dict)
 
+    def progress_at(self, epoch: int) -> float:
+        """How far along the direction D the weights of `epoch` are: e / E, plus 3 after a jump."""
+        jump = 3.0 if self.jump_at is not None and epoch >= self.jump_at else 0.0
+        return epoch / max(self.epochs) + jump
+
     def expected_rel_from_base(self, epoch: int) -> float:
         """Relative change from the base a plain (non-embedding) tensor has at `epoch`."""
-        e_max = max(self.epochs)
-        jump = 3 * self.strength if self.jump_at is not None and epoch >= self.jump_at else 0.0
-        return epoch / e_max * self.strength + jump
+        return self.progress_at(epoch) * self.strength
+
+    def expected_language_from_base(self, epoch: int) -> float:
+        """Relative change from the base of the moving language's phoneme rows at `epoch`."""
+        return self.progress_at(epoch) * self.language_strength
 
     def files(self) -> list[Path]:
         out = list(self.pretrained.values())

@@ -162,8 +162,8 @@ def _flat(ck, key: str) -> np.ndarray:
 class _Pass:
     """One group's trajectory: per point, module and language sums and health counts."""
 
-    def __init__(self, base_ck, cks: list, progress, cancel):
-        self.base_ck, self.cks = base_ck, cks
+    def __init__(self, base_ck, cks: list, chains: list[list[int]], progress, cancel):
+        self.base_ck, self.cks, self.chains = base_ck, cks, chains   # chains: indices of each trajectory
         self.maps = [{canonical(k): k for k in ck.weights} for ck in cks]
         self.mods = [dict() for _ in cks]
         self.langs = [dict() for _ in cks]
@@ -200,21 +200,22 @@ class _Pass:
             m = hi - lo
             base = _as_f32(ref[lo:hi], info.dtype, self.buf[0][:m])
             sb = _finite_sumsq(base)
-            prev, sp = base, sb
             diff = self.buf[3][:m]
-            used = 0
-            for i, raw in enumerate(raws):
-                if raw is None:
-                    continue
-                cur = _as_f32(raw[lo:hi], dtypes[i], self.buf[1 + used % 2][:m])   # prev is in the other
-                used += 1
-                sc = self._health(i, cur, dtypes[i], lo == 0)
-                np.subtract(cur, base, out=diff)
-                d_base = _finite_sumsq(diff)
-                np.subtract(cur, prev, out=diff)
-                d_prev = _finite_sumsq(diff)
-                self.mods[i].setdefault(mod, _Sums()).add(d_base, sb, d_prev, sp)
-                prev, sp = cur, sc
+            for chain in self.chains:
+                prev, sp = base, sb
+                used = 0
+                for i in chain:
+                    if raws[i] is None:
+                        continue
+                    cur = _as_f32(raws[i][lo:hi], dtypes[i], self.buf[1 + used % 2][:m])   # prev: the other
+                    used += 1
+                    sc = self._health(i, cur, dtypes[i], lo == 0)
+                    np.subtract(cur, base, out=diff)
+                    d_base = _finite_sumsq(diff)
+                    np.subtract(cur, prev, out=diff)
+                    d_prev = _finite_sumsq(diff)
+                    self.mods[i].setdefault(mod, _Sums()).add(d_base, sb, d_prev, sp)
+                    prev, sp = cur, sc
 
     def _health(self, i: int, cur: np.ndarray, dtype: str, first_block: bool) -> float:
         h = self.health[i]
@@ -241,19 +242,21 @@ class _Pass:
         groups = {lang: np.array([r for r, lab in enumerate(labels) if lab == lang]) for lang in dict.fromkeys(labels)}
         base32 = _as_f32(_flat(self.base_ck, key), info.dtype, np.empty(info.numel, np.float32))
         base = base32.reshape(rows, -1).astype(np.float64)
-        prev = base
-        for i, k in enumerate(sides):
-            if k is None:
-                continue
-            ck = self.cks[i]
-            cur32 = _as_f32(_flat(ck, k), ck.weights[k].dtype, np.empty(info.numel, np.float32))
-            self._health(i, cur32, ck.weights[k].dtype, True)
-            cur = cur32.reshape(rows, -1).astype(np.float64)
-            sums = [_row_sums(cur - base), _row_sums(base), _row_sums(cur - prev), _row_sums(prev)]
-            self.mods[i].setdefault(mod, _Sums()).add(*(float(s.sum()) for s in sums))
-            for lang, idx in groups.items():
-                self.langs[i].setdefault(lang, _Sums()).add(*(float(s[idx].sum()) for s in sums))
-            prev = cur
+        for chain in self.chains:
+            prev = base
+            for i in chain:
+                k = sides[i]
+                if k is None:
+                    continue
+                ck = self.cks[i]
+                cur32 = _as_f32(_flat(ck, k), ck.weights[k].dtype, np.empty(info.numel, np.float32))
+                self._health(i, cur32, ck.weights[k].dtype, True)
+                cur = cur32.reshape(rows, -1).astype(np.float64)
+                sums = [_row_sums(cur - base), _row_sums(base), _row_sums(cur - prev), _row_sums(prev)]
+                self.mods[i].setdefault(mod, _Sums()).add(*(float(s.sum()) for s in sums))
+                for lang, idx in groups.items():
+                    self.langs[i].setdefault(lang, _Sums()).add(*(float(s[idx].sum()) for s in sums))
+                prev = cur
 
 
 def _row_sums(x: np.ndarray) -> np.ndarray:
@@ -261,22 +264,27 @@ def _row_sums(x: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", x, x)
 
 
-def _points(p: _Pass, entries: list[ScanEntry]) -> list[DriftPoint]:
-    out = []
-    for i, e in enumerate(entries):
-        pt = DriftPoint(str(e.path), e.epoch, e.step)
-        total = _Sums()
-        for mod, sums in p.mods[i].items():
-            pt.modules[mod] = sums.rel()
-            total.add(sums.d_base, sums.base, sums.d_prev, sums.prev)
-        pt.from_base, pt.from_prev = total.rel() if p.mods[i] else (None, None)
-        pt.languages = {lang: s.rel() for lang, s in p.langs[i].items()}
-        pt.nan, pt.inf, pt.ovf16, pt.compared = p.health[i]
-        prev_bad = bool(out and (out[-1].nan or out[-1].inf))
-        pt.nonfinite_new = bool(pt.nan or pt.inf) and not prev_bad
-        out.append(pt)
-    _mark_jumps(out)
+def _points(p: _Pass, entries: list[ScanEntry], chains: list[list[int]]) -> list[DriftPoint]:
+    out = [_point(p, i, e) for i, e in enumerate(entries)]
+    for chain in chains:
+        pts = [out[j] for j in chain]
+        for prev, pt in zip([None, *pts[:-1]], pts):
+            prev_bad = prev is not None and bool(prev.nan or prev.inf)
+            pt.nonfinite_new = bool(pt.nan or pt.inf) and not prev_bad
+        _mark_jumps(pts)
     return out
+
+
+def _point(p: _Pass, i: int, e: ScanEntry) -> DriftPoint:
+    pt = DriftPoint(str(e.path), e.epoch, e.step)
+    total = _Sums()
+    for mod, sums in p.mods[i].items():
+        pt.modules[mod] = sums.rel()
+        total.add(sums.d_base, sums.base, sums.d_prev, sums.prev)
+    pt.from_base, pt.from_prev = total.rel() if p.mods[i] else (None, None)
+    pt.languages = {lang: s.rel() for lang, s in p.langs[i].items()}
+    pt.nan, pt.inf, pt.ovf16, pt.compared = p.health[i]
+    return pt
 
 
 def _mark_jumps(points: list[DriftPoint]) -> None:
@@ -326,20 +334,29 @@ def compute_drift(result, *, progress=None, cancel: threading.Event | None = Non
         if progress is not None:
             progress(done[0], total)
 
-    groups = []
+    groups: list[DriftGroup] = []
     by_str = {str(p): ck for p, ck in cks.items()}
+    shared: dict[str, list[tuple[DriftGroup, list[ScanEntry]]]] = {}   # base -> its trajectories
     for exp, stage, model, base, es in plan:
         g = DriftGroup(exp, stage, model, base)
         groups.append(g)
         if model == "sovits-G-lora":
             g.note = "LoRA checkpoints hold adapters, not the base's weights: drift not computed"
-            continue
-        if base is None or base not in by_str:
+        elif base is None or base not in by_str:
             g.note = "no base in the scan (add the pretrained file to the paths): drift not computed"
-            continue
-        p = _Pass(by_str[base], [cks[e.path] for e in es], tick, cancel)
+        else:
+            shared.setdefault(base, []).append((g, es))
+    for base, trajectories in shared.items():   # one pass per base: its bytes are read once
+        flat = [e for _, es in trajectories for e in es]
+        chains, i = [], 0
+        for _, es in trajectories:
+            chains.append(list(range(i, i + len(es))))
+            i += len(es)
+        p = _Pass(by_str[base], [cks[e.path] for e in flat], chains, tick, cancel)
         p.run()
-        g.points = _points(p, es)
+        pts = _points(p, flat, chains)
+        for (g, _), chain in zip(trajectories, chains):
+            g.points = [pts[j] for j in chain]
     if progress is not None:
         progress(total, total)
     return groups
