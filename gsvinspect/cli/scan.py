@@ -49,7 +49,11 @@ def run(args) -> int:
     from ..report.output import console, emit_json
     from ..triage.scan import scan
 
+    import time
+
+    t0 = time.perf_counter()
     result = scan(args.paths, trust=args.trust, keep_open=args.drift)
+    timing = {"scan_s": time.perf_counter() - t0, "drift_s": None}
     try:
         for p in result.missing:
             print(f"gsvinspect: error: {p}: no such file or folder", file=sys.stderr)
@@ -61,10 +65,12 @@ def run(args) -> int:
         if args.drift:
             from ..triage.drift import compute_drift
 
+            t1 = time.perf_counter()
             drift = compute_drift(result, progress=_progress_printer())
+            timing["drift_s"] = time.perf_counter() - t1
         root = rep.common_root([e.path for e in result.entries])
         if args.json:
-            emit_json(rep.scan_dict(result, drift, root))
+            emit_json(rep.scan_dict(result, drift, root, timing))
         elif args.markdown:
             sys.stdout.write(rep.scan_markdown(result, drift, root))
         elif args.csv:

@@ -6,7 +6,7 @@ Nothing here computes anything; the scan (``gsvinspect.triage.scan``) and the dr
 Functions:
     spark(values)                            -> a terminal sparkline ("▁▂▅█"), one cell per value.
     short_use(entry)                         -> "yes" / "risky (no enc_q)" / "no" / "not directly" ...
-    scan_dict(result, drift=None, root=None) -> the JSON document (schema gsvinspect.scan/1).
+    scan_dict(result, drift, root, timing)   -> the JSON document (schema gsvinspect.scan/1).
     print_scan(console, result, root)        -> grouped tables of the files.
     print_drift(console, groups, root)       -> per group: checkpoints with health, then trajectories.
     scan_markdown(result, drift, root)       -> Markdown.
@@ -116,7 +116,7 @@ def relation(e, root) -> str:
     return "; ".join(parts)
 
 
-def scan_dict(result, drift=None, root: Path | None = None) -> dict:
+def scan_dict(result, drift=None, root: Path | None = None, timing: dict | None = None) -> dict:
     return _jf({
         "schema": SCHEMA,
         "root": None if root is None else str(root),
@@ -124,6 +124,7 @@ def scan_dict(result, drift=None, root: Path | None = None) -> dict:
         "skipped": [{"path": str(p), "why": why} for p, why in result.skipped],
         "missing": [str(p) for p in result.missing],
         "drift": None if drift is None else [g.as_dict() for g in drift],
+        "timing": timing,
     })
 
 

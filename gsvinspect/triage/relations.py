@@ -13,8 +13,9 @@ Copies (``find_copies``): an export is a copy of a training checkpoint of the sa
 keys and shapes are a subset of the training file's (cheap, metadata only) and then sampled
 tensors hold the same values once the training tensor is cast to the export's dtype (fp32 → fp16
 rounds to nearest, as ``.half()`` does). Candidates with the same epoch/step are tried first, so
-a run normally costs one comparison per export. ``SAMPLE`` tensors spread over the file are
-compared in full: two independently trained checkpoints never agree on them bit for bit.
+a run normally costs one comparison per export. ``SAMPLE`` tensors spread over the file (taken
+among those of at most 64K elements, so a full-size file costs no more than a small one) are
+compared in full: two checkpoints trained apart never agree on them bit for bit.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import PurePath
 from .entry import ScanEntry
 
 SAMPLE = 6
+SAMPLE_MAX_NUMEL = 1 << 16    # sampled tensors are taken among the small ones (biases, norms, convs)
 _DROPPED_BY_EXPORT = ("enc_q.",)
 
 
@@ -110,7 +112,9 @@ def find_copies(entries: list[ScanEntry], cks: dict) -> None:
         ex_map = {canonical(k): k for k, t in ex_ck.weights.items()}
         cands = [t for t in training if t.model == ex.model]
         cands.sort(key=lambda t: (t.experiment != ex.experiment, t.epoch != ex.epoch, t.step != ex.step))
-        floats = [k for k, t in ex_ck.weights.items() if t.dtype in ("float16", "float32")]
+        floats = [k for k, t in ex_ck.weights.items() if t.dtype in ("float16", "float32")
+                  and t.numel <= SAMPLE_MAX_NUMEL] or \
+            [k for k, t in ex_ck.weights.items() if t.dtype in ("float16", "float32")]
         for tr in cands:
             tr_ck = cks[tr.path]
             tr_map = {canonical(k): k for k in tr_ck.weights}
