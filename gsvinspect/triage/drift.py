@@ -32,14 +32,12 @@ from ..meta import FLOAT_DTYPES
 from .entry import ScanEntry, top_module
 from .relations import canonical
 
-try:   # the stats engine's kernels (split into stats.kernels on the numbers branch)
-    from ..stats.kernels import _sumsq_rows, f16_bits_to_f32
-except ImportError:  # pragma: no cover - before that split
-    from ..stats.engine import _sumsq_rows, f16_bits_to_f32
+from ..stats.kernels import _sumsq_rows, f16_bits_to_f32
+from ..stats.results import OVERFLOW16
 
 BLOCK = 1 << 22
 JUMP_FACTOR = 4.0
-OVERFLOW16 = 65520.0
+
 PHONEME_TABLES = ("enc_p.text_embedding.weight", "model.ar_text_embedding.word_embeddings.weight")
 DRIFT_STAGES = ("s1 GPT", "s2 G", "s2 D", "exports")
 
