@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 from textual import work
@@ -25,7 +26,10 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, ProgressBar, Static
 
-from gsvinspect.report.scan import pct, rel, short_use, spark
+from gsvinspect.report.scan import pct, short_use, spark
+
+
+COLUMNS = ("", "file", "stage", "ep", "step", "Δ base", "Δ prev", "health", "trend", "as base")
 
 
 class RunState:
@@ -42,14 +46,14 @@ class RunApp(App):
     CSS = """
     #title { height: 1; background: $primary; color: $text; }
     #runs { height: 1fr; }
-    #chart { height: auto; max-height: 12; border-top: solid $primary; }
+    #chart { height: auto; max-height: 11; border-top: solid $primary; }
     #statusbar { height: 1; }
     #status { width: 1fr; }
     #progress { width: 30; }
     """
     BINDINGS = [
         Binding("q", "quit", "Quit"),
-        Binding("enter", "open", "Open (with its base / the 2 marked)"),
+        Binding("enter", "open", "Open with base / the 2 marked"),
         Binding("space", "mark", "Mark"),
     ]
 
@@ -73,8 +77,8 @@ class RunApp(App):
 
     def on_mount(self) -> None:
         t = self.query_one("#runs", DataTable)
-        for name in ("", "file", "stage", "ep", "step", "Δ base", "Δ prev", "trend", "health", "as base"):
-            t.add_column(name, key=name or "mark")
+        for name in COLUMNS:
+            t.add_column(name, key=name or "mark", width=24 if name == "file" else None)
         if self.state.result is None:
             self.scan_worker()
         else:
@@ -126,9 +130,11 @@ class RunApp(App):
 
     def _cells(self, e) -> list:
         mark = "●" if str(e.path) in self.marked else " "
-        name = rel(e.path, self.state.root)
+        name = e.path.name   # the stage column and the title say where it lives
+        if len(name) > 24:
+            name = name[:11] + "…" + name[-12:]
         if not e.ok:
-            return [mark, name, "error", "", "", "", "", "", Text(e.error or "", style="red"), ""]
+            return [mark, name, "error", "", "", "", "", Text(e.error or "", style="red"), "", ""]
         g_i = self.drift_by_path.get(str(e.path))
         d_base = d_prev = trend = ""
         health = Text("")
@@ -139,19 +145,18 @@ class RunApp(App):
             trend = spark([q.from_base for q in g.points[: i + 1]])
             health = _health(p)
         return [mark, name, e.stage, "-" if e.epoch is None else str(e.epoch), "-" if e.step is None else str(e.step),
-                d_base, d_prev, trend, health, short_use(e)]
+                d_base, d_prev, health, trend, short_use(e)]
 
     def show_drift(self) -> None:
         self.drift_by_path = {p.path: (g, i) for g in self.state.drift or [] for i, p in enumerate(g.points)}
         t = self.query_one("#runs", DataTable)
         for e in self.rows:
-            for col, val in zip(("mark", "file", "stage", "ep", "step", "Δ base", "Δ prev", "trend", "health",
-                                 "as base"), self._cells(e)):
+            for col, val in zip(["mark", *COLUMNS[1:]], self._cells(e)):
                 t.update_cell(str(e.path), col, val)
         bar = self.query_one("#progress", ProgressBar)
         bar.update(total=1, progress=1)
         unhealthy = sum(1 for g in self.state.drift or [] for p in g.points if not p.healthy)
-        self.set_status(f"{len(self.rows)} files · drift done · {unhealthy} checkpoints with a problem")
+        self.set_status(f"{len(self.rows)} files · {unhealthy} with a problem · Enter: open")
         self.update_chart()
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -216,24 +221,16 @@ def chart_for(entry, drift_by_path: dict):
     if g_i is None:
         return Text(f"{entry.path.name}: no drift (pretrained file, unreadable, or still running)", style="dim")
     g, i = g_i
-    table = Table(box=None, pad_edge=False, show_header=True, header_style="bold",
-                  title=f"{g.experiment} · {g.stage} · {g.model}: Δ base over {len(g.points)} checkpoints",
-                  title_justify="left")
-    table.add_column("")
-    table.add_column("trend")
-    table.add_column("here", justify="right")
-    table.add_column("last", justify="right")
-    rows = [("model", [p.from_base for p in g.points])]
     mods = list(dict.fromkeys(m for p in g.points for m in p.modules))
     langs = list(dict.fromkeys(m for p in g.points for m in p.languages))
-    rows += [(m, [p.modules.get(m, (None, None))[0] for p in g.points]) for m in mods]
-    rows += [(f"lang {m}", [p.languages.get(m, (None, None))[0] for p in g.points]) for m in langs]
-    for name, vals in rows:
-        line = Text()
-        for j, ch in enumerate(spark(vals)):
-            line.append(ch, style="bold yellow" if j == i else "cyan")
-        table.add_row(name, line, pct(vals[i]), pct(vals[-1]))
-    return table
+    left = _spark_table("module", [("model", [p.from_base for p in g.points])] +
+                        [(m, [p.modules.get(m, (None, None))[0] for p in g.points]) for m in mods], i)
+    right = _spark_table("language", [(m, [p.languages.get(m, (None, None))[0] for p in g.points]) for m in langs], i)
+    title = Text(f"{g.experiment} · {g.stage} · {g.model}: Δ base over {len(g.points)} checkpoints "
+                 f"(yellow: this one)", style="bold")
+    grid = Table.grid(padding=(0, 3))
+    grid.add_row(left, right if langs else "")
+    return Group(title, grid)
 
 
 def run_run_view(root: Path, *, trust: bool = False, mouse: bool = True, open_pair=None) -> int:
@@ -250,3 +247,16 @@ def run_run_view(root: Path, *, trust: bool = False, mouse: bool = True, open_pa
     finally:
         if state.result is not None:
             state.result.close()
+
+
+def _spark_table(head: str, rows, i: int) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column(head, max_width=18, no_wrap=True, overflow="ellipsis")
+    table.add_column("trend", no_wrap=True)
+    table.add_column("here", justify="right")
+    for name, vals in rows:
+        line = Text()
+        for j, ch in enumerate(spark(vals)):
+            line.append(ch, style="bold yellow" if j == i else "cyan")
+        table.add_row(name, line, pct(vals[i]))
+    return table

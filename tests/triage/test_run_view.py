@@ -41,14 +41,14 @@ async def test_table_then_drift_then_chart(run_tree):
         assert table.row_count == len(run_tree.files())
         g_last = str(run_tree.training["sovits-G"][-1])
         row = table.get_row(g_last)
-        assert "NaN" in str(row[8]) and row[5].endswith("%")            # health, Δ base filled in
+        assert "NaN" in str(row[7]) and row[5].endswith("%")            # health, Δ base filled in
         jump_row = table.get_row(str(run_tree.training["sovits-G"][2]))
-        assert "jump" in str(jump_row[8])
+        assert "jump" in str(jump_row[7])
         table.move_cursor(row=app.rows.index(next(e for e in app.rows if str(e.path) == g_last)))
         await pilot.pause()
         chart = _text(app.chart)
-        assert "lang en" in chart and "dec" in chart and "s2 G" in chart
-        assert "drift done" in str(app.query_one("#status").render())
+        assert "language" in chart and " en " in chart and "dec" in chart and "s2 G" in chart
+        assert "10 with a problem" in str(app.query_one("#status").render())   # 5 trajectories x (jump, NaN)
 
 
 def _done_state(run_tree, scanned) -> RunState:
