@@ -11,21 +11,22 @@ Base (``tie_bases``), rules tried in order, the one that matched is recorded:
 
 Copies (``find_copies``): an export is a copy of a training checkpoint of the same model when its
 keys and shapes are a subset of the training file's (cheap, metadata only) and then sampled
-tensors hold the same values once the training tensor is cast to the export's dtype (fp32 → fp16
-rounds to nearest, as ``.half()`` does). Candidates with the same epoch/step are tried first, so
-a run normally costs one comparison per export. ``SAMPLE`` tensors spread over the file (taken
-among those of at most 64K elements, so a full-size file costs no more than a small one) are
-compared in full: two checkpoints trained apart never agree on them bit for bit.
+tensors hold the same values once cast to fp16 (fp32 → fp16 rounds to nearest, as ``.half()``
+does). The sample (``fingerprint``) is ``SAMPLE`` small tensors picked by name, so each file is
+fingerprinted once, possibly in a worker process, and no pair ever re-reads a file; two
+checkpoints trained apart never agree on them bit for bit.
 """
 
 from __future__ import annotations
 
+import zlib
+from dataclasses import dataclass
 from pathlib import PurePath
 
 from .entry import ScanEntry
 
-SAMPLE = 6
-SAMPLE_MAX_NUMEL = 1 << 16    # sampled tensors are taken among the small ones (biases, norms, convs)
+SAMPLE = 8
+SAMPLE_MAX_NUMEL = 8192       # sampled tensors are small ones (biases, norms): a few kB read per file
 _DROPPED_BY_EXPORT = ("enc_q.",)
 
 
@@ -53,7 +54,8 @@ def _tail_match(a: str, b: str) -> int:
 
 
 def tie_bases(entries: list[ScanEntry], cks: dict) -> None:
-    """Set ``base``/``base_rule`` on every readable fine-tuned entry (cks: path -> open Checkpoint)."""
+    """Set ``base``/``base_rule`` on every readable fine-tuned entry (cks: path -> anything with
+    ``.weights``: an open Checkpoint or a FileMeta)."""
     pretrained = [e for e in entries if e.ok and e.stage == "pretrained" and e.path in cks]
     sigs = {e.path: _signature(cks[e.path].weights, drop_export=True) for e in pretrained}
     for e in entries:
@@ -78,56 +80,66 @@ def tie_bases(entries: list[ScanEntry], cks: dict) -> None:
             e.base_rule = f"config names {e.config_base}, not scanned"
 
 
-def _sample_keys(keys: list[str], n: int = SAMPLE) -> list[str]:
-    if len(keys) <= n:
-        return keys
-    step = (len(keys) - 1) / (n - 1)
-    return [keys[round(i * step)] for i in range(n)]
+@dataclass
+class FileMeta:
+    """What relations need of a file, small enough to come back from a worker process."""
+
+    weights: dict                       # key -> TensorInfo
+    fingerprint: dict                   # canonical key -> digest of its values cast to fp16
 
 
-def same_values(exp_ck, exp_key: str, tr_ck, tr_key: str) -> bool:
-    """The export's tensor equals the training tensor cast to the export's dtype, bit for bit."""
+def fingerprint(ck) -> dict:
+    """Digests of up to SAMPLE small float tensors, picked by their names alone (so two files with
+    the same keys pick the same tensors), of the values cast to fp16 (round to nearest, as
+    ``.half()``; an fp16 file's values are taken as they are)."""
+    import hashlib
+
     import numpy as np
 
-    a, b = exp_ck.weights[exp_key], tr_ck.weights[tr_key]
-    if a.shape != b.shape:
-        return False
-    x, y = exp_ck.array(exp_key), tr_ck.array(tr_key)
-    if a.dtype == b.dtype:
-        return x.tobytes() == y.tobytes()
-    if a.dtype == "float16" and b.dtype == "float32":
-        with np.errstate(over="ignore", invalid="ignore"):
-            return np.ascontiguousarray(x).view(np.uint16).tobytes() == \
-                np.asarray(y, dtype=np.float32).astype(np.float16).view(np.uint16).tobytes()
-    return False
+    cands = []
+    for k, t in ck.weights.items():
+        c = canonical(k)
+        if t.dtype in ("float16", "float32") and 0 < t.numel <= SAMPLE_MAX_NUMEL and not c.startswith(_DROPPED_BY_EXPORT):
+            cands.append((zlib.crc32(c.encode()), c, k))
+    out = {}
+    for _, c, k in sorted(cands)[:SAMPLE]:
+        arr = np.ascontiguousarray(ck.array(k))
+        if arr.dtype != np.float16:
+            with np.errstate(over="ignore", invalid="ignore"):
+                arr = arr.astype(np.float16)
+        out[c] = hashlib.blake2b(arr.tobytes(), digest_size=16).digest()
+    return out
 
 
-def find_copies(entries: list[ScanEntry], cks: dict) -> None:
-    """Set ``copy_of``/``copy_note`` on exports that hold a training checkpoint's weights."""
-    training = [e for e in entries if e.ok and e.stage in ("s1 GPT", "s2 G") and e.path in cks]
+def file_meta(ck) -> FileMeta:
+    return FileMeta(dict(ck.weights), fingerprint(ck))
+
+
+def find_copies(entries: list[ScanEntry], metas: dict) -> None:
+    """Set ``copy_of``/``copy_note`` on exports that hold a training checkpoint's weights
+    (metas: path -> FileMeta)."""
+    training = [e for e in entries if e.ok and e.stage in ("s1 GPT", "s2 G") and e.path in metas]
     for ex in entries:
-        if not ex.ok or ex.stage != "exports" or ex.path not in cks or ex.model not in ("gpt", "sovits-G"):
+        if not ex.ok or ex.stage != "exports" or ex.path not in metas or ex.model not in ("gpt", "sovits-G"):
             continue
-        ex_ck = cks[ex.path]
-        ex_map = {canonical(k): k for k, t in ex_ck.weights.items()}
+        mine = metas[ex.path]
+        shapes = {canonical(k): tuple(t.shape) for k, t in mine.weights.items()}
         cands = [t for t in training if t.model == ex.model]
         cands.sort(key=lambda t: (t.experiment != ex.experiment, t.epoch != ex.epoch, t.step != ex.step))
-        floats = [k for k, t in ex_ck.weights.items() if t.dtype in ("float16", "float32")
-                  and t.numel <= SAMPLE_MAX_NUMEL] or \
-            [k for k, t in ex_ck.weights.items() if t.dtype in ("float16", "float32")]
         for tr in cands:
-            tr_ck = cks[tr.path]
-            tr_map = {canonical(k): k for k in tr_ck.weights}
-            if not all(c in tr_map and tuple(tr_ck.weights[tr_map[c]].shape) == tuple(ex_ck.weights[k].shape)
-                       for c, k in ex_map.items()):
+            theirs = metas[tr.path]
+            tr_shapes = {canonical(k): tuple(t.shape) for k, t in theirs.weights.items()}
+            if any(tr_shapes.get(c) != shape for c, shape in shapes.items()):
                 continue
-            sample = _sample_keys(floats)
-            if sample and all(same_values(ex_ck, k, tr_ck, tr_map[canonical(k)]) for k in sample):
+            common = [c for c in mine.fingerprint if c in theirs.fingerprint]
+            if len(common) < min(3, len(mine.fingerprint)) or not common:
+                continue
+            if all(mine.fingerprint[c] == theirs.fingerprint[c] for c in common):
                 ex.copy_of = str(tr.path)
+                ex.copy_note = (f"{len(common)} of {len(mine.weights)} tensors compared, equal after the cast "
+                                f"to float16")
                 for attr in ("epoch", "step"):
                     if getattr(ex, attr) is None and getattr(tr, attr) is not None:
                         setattr(ex, attr, getattr(tr, attr))
                         setattr(ex, attr + "_from", "copy")
-                ex.copy_note = (f"{len(sample)} of {len(ex_ck.weights)} tensors compared, equal after the "
-                                f"cast to {ex_ck.weights[sample[0]].dtype}")
                 break

@@ -88,3 +88,18 @@ def test_an_export_of_another_run_is_not_a_copy(run_tree, tmp_path):
                              scale=32, seed=99, iteration=8, step=200)
     result = scan([other, *run_tree.training["sovits-G"]])
     assert _by_path(result)[other].copy_of is None
+
+
+def test_forked_workers_give_the_same_rows(run_tree, scanned, monkeypatch):
+    """23 files: read by forked workers; the rows equal the ones read in this process."""
+    import os
+
+    from gsvinspect.triage import scan as scan_mod
+
+    calls = []
+    real = scan_mod._forked
+    monkeypatch.setattr(scan_mod, "_forked", lambda *a: calls.append(a[2]) or real(*a))
+    forked = scan_mod.scan([run_tree.root])
+    if len(os.sched_getaffinity(0)) > 1:
+        assert calls and calls[0] >= 2
+    assert [e.as_dict() for e in forked.entries] == [e.as_dict() for e in scanned[0].entries]
