@@ -32,10 +32,13 @@ from ..meta import FLOAT_DTYPES
 from .entry import ScanEntry, top_module
 from .relations import canonical
 
+from ..stats.device import _cpu_workers
 from ..stats.kernels import _sumsq_rows, f16_bits_to_f32
+from ..stats.pool import run_jobs
 from ..stats.results import OVERFLOW16
 
 BLOCK = 1 << 22
+POOL_FROM = 64 << 20        # a trajectory holding more bytes runs on forked workers (stats.pool)
 JUMP_FACTOR = 4.0
 
 PHONEME_TABLES = ("enc_p.text_embedding.weight", "model.ar_text_embedding.word_embeddings.weight")
@@ -170,10 +173,10 @@ class _Pass:
         n = min(BLOCK, max((t.numel for t in base_ck.weights.values()), default=1))
         self.buf = [np.empty(n, dtype=np.float32) for _ in range(4)]   # base, cur (x2), difference
 
-    def run(self) -> None:
+    def _targets(self) -> list[tuple]:
+        """(key, info, sides, canonical) of every float tensor of the base."""
+        out = []
         for key, info in self.base_ck.weights.items():
-            if self.cancel is not None and self.cancel.is_set():
-                raise DriftCancelled
             if info.dtype not in FLOAT_DTYPES or not info.numel:
                 continue
             c = canonical(key)
@@ -182,17 +185,55 @@ class _Pass:
                 k = m.get(c)
                 t = ck.weights.get(k) if k is not None else None
                 sides.append(k if t is not None and t.shape == info.shape and t.dtype in FLOAT_DTYPES else None)
-            if c in PHONEME_TABLES and len(info.shape) == 2:
-                self._table(key, info, sides)
-            else:
-                self._tensor(key, info, sides, top_module(c))
-            if self.progress is not None:
-                self.progress(info.nbytes + sum(self.cks[i].weights[k].nbytes for i, k in enumerate(sides) if k))
+            out.append((key, info, sides, c))
+        return out
 
-    def _tensor(self, key: str, info, sides: list, mod: str) -> None:
+    def _nbytes(self, target) -> int:
+        key, info, sides, _ = target
+        return info.nbytes + sum(self.cks[i].weights[k].nbytes for i, k in enumerate(sides) if k)
+
+    def run(self) -> None:
+        """Phoneme tables here (row sums per language); every other tensor as a job of the stats
+        pool (forked workers when the trajectory holds more than POOL_FROM bytes)."""
+        targets = self._targets()
+        tables = [t for t in targets if t[3] in PHONEME_TABLES and len(t[1].shape) == 2]
+        jobs = [t for t in targets if t not in tables]
+        for t in tables:
+            self._check_cancel()
+            self._table(t[0], t[1], t[2])
+            self._tick(self._nbytes(t))
+        total = sum(self._nbytes(t) for t in jobs)
+        procs = _cpu_workers() if total > POOL_FROM else 1
+
+        def done(j: int, rows) -> None:
+            mod = top_module(jobs[j][3])
+            for i, v in rows:
+                self.mods[i].setdefault(mod, _Sums()).add(*(float(x) for x in v[:4]))
+                h = self.health[i]
+                for n in range(4):
+                    h[n] += int(v[4 + n])
+            self._tick(self._nbytes(jobs[j]))
+
+        run_jobs(len(jobs), lambda j: self._tensor_rows(*jobs[j][:3]), done, processes=procs, width=8,
+                 cancel=self.cancel)
+        self._check_cancel()
+
+    def _check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise DriftCancelled
+
+    def _tick(self, n: int) -> None:
+        if self.progress is not None:
+            self.progress(n)
+
+    def _tensor_rows(self, key: str, info, sides: list) -> list[tuple[int, np.ndarray]]:
+        """Per checkpoint: [d_base², base², d_prev², prev², NaN, Inf, ovf16, 1] over this tensor."""
         ref = _flat(self.base_ck, key)
         raws = [None if k is None else _flat(ck, k) for ck, k in zip(self.cks, sides)]
         dtypes = [None if k is None else ck.weights[k].dtype for ck, k in zip(self.cks, sides)]
+        acc = {i: np.zeros(8) for i, r in enumerate(raws) if r is not None}
+        for v in acc.values():
+            v[7] = 1
         for lo in range(0, info.numel, BLOCK):
             hi = min(info.numel, lo + BLOCK)
             m = hi - lo
@@ -207,28 +248,14 @@ class _Pass:
                         continue
                     cur = _as_f32(raws[i][lo:hi], dtypes[i], self.buf[1 + used % 2][:m])   # prev: the other
                     used += 1
-                    sc = self._health(i, cur, dtypes[i], lo == 0)
+                    sc, nan, inf, ovf = _health(cur, dtypes[i])
                     np.subtract(cur, base, out=diff)
                     d_base = _finite_sumsq(diff)
                     np.subtract(cur, prev, out=diff)
                     d_prev = _finite_sumsq(diff)
-                    self.mods[i].setdefault(mod, _Sums()).add(d_base, sb, d_prev, sp)
+                    acc[i][:7] += (d_base, sb, d_prev, sp, nan, inf, ovf)
                     prev, sp = cur, sc
-
-    def _health(self, i: int, cur: np.ndarray, dtype: str, first_block: bool) -> float:
-        h = self.health[i]
-        if first_block:
-            h[3] += 1
-        s = _sumsq(cur)
-        if not math.isfinite(s):
-            nan = int(np.count_nonzero(np.isnan(cur)))
-            h[0] += nan
-            h[1] += int(np.count_nonzero(np.isinf(cur)))
-            s = _finite_sumsq(cur)
-        if dtype != "float16" and s >= OVERFLOW16 * OVERFLOW16:
-            with np.errstate(invalid="ignore"):
-                h[2] += int(np.count_nonzero(np.isfinite(cur) & (np.abs(cur) >= OVERFLOW16)))
-        return s
+        return list(acc.items())
 
     def _table(self, key: str, info, sides: list) -> None:
         """The phoneme table (small): row sums in fp64, added up per language and for the module."""
@@ -248,13 +275,29 @@ class _Pass:
                     continue
                 ck = self.cks[i]
                 cur32 = _as_f32(_flat(ck, k), ck.weights[k].dtype, np.empty(info.numel, np.float32))
-                self._health(i, cur32, ck.weights[k].dtype, True)
+                _, nan, inf, ovf = _health(cur32, ck.weights[k].dtype)
+                h = self.health[i]
+                h[0], h[1], h[2], h[3] = h[0] + nan, h[1] + inf, h[2] + ovf, h[3] + 1
                 cur = cur32.reshape(rows, -1).astype(np.float64)
                 sums = [_row_sums(cur - base), _row_sums(base), _row_sums(cur - prev), _row_sums(prev)]
                 self.mods[i].setdefault(mod, _Sums()).add(*(float(s.sum()) for s in sums))
                 for lang, idx in groups.items():
                     self.langs[i].setdefault(lang, _Sums()).add(*(float(s[idx].sum()) for s in sums))
                 prev = cur
+
+
+def _health(cur: np.ndarray, dtype: str) -> tuple[float, int, int, int]:
+    """(sum of squares without NaN/Inf, NaN count, Inf count, fp16-overflow count) of a block."""
+    s = _sumsq(cur)
+    nan = inf = ovf = 0
+    if not math.isfinite(s):
+        nan = int(np.count_nonzero(np.isnan(cur)))
+        inf = int(np.count_nonzero(np.isinf(cur)))
+        s = _finite_sumsq(cur)
+    if dtype != "float16" and s >= OVERFLOW16 * OVERFLOW16:
+        with np.errstate(invalid="ignore"):
+            ovf = int(np.count_nonzero(np.isfinite(cur) & (np.abs(cur) >= OVERFLOW16)))
+    return s, nan, inf, ovf
 
 
 def _row_sums(x: np.ndarray) -> np.ndarray:

@@ -123,3 +123,24 @@ def test_cancel_stops_the_pass(run_tree):
     finally:
         result.close()
     assert len(seen) == 3
+
+
+def test_forked_workers_give_the_same_drift(run_tree, scanned, monkeypatch):
+    """The pool path (forced on with a 0-byte threshold and two workers) sums exactly the same."""
+    from gsvinspect.triage.scan import scan
+
+    monkeypatch.setattr(drift_mod, "POOL_FROM", 0)
+    monkeypatch.setattr(drift_mod, "_cpu_workers", lambda: 2)
+    result = scan([run_tree.root], keep_open=True)
+    try:
+        groups = drift_mod.compute_drift(result)
+    finally:
+        result.close()
+    want = [g.as_dict() for g in scanned[1]]
+    got = [g.as_dict() for g in groups]
+    for a, b in zip(got, want):
+        for pa, pb in zip(a["points"], b["points"]):
+            assert pa["from_base"] == pytest.approx(pb["from_base"], rel=1e-12)
+            assert (pa["nan"], pa["inf"], pa["jump"], pa["compared"]) == (pb["nan"], pb["inf"], pb["jump"], pb["compared"])
+            for m, v in pb["modules"].items():
+                assert pa["modules"][m]["from_prev"] == pytest.approx(v["from_prev"], rel=1e-12)
