@@ -148,3 +148,25 @@ def test_links_stay_inside_the_tree(small_tree, tmp_path):
     assert len(w.files) == 4                                        # 3 copies + noext, link_in deduplicated
     skipped = {p.name: why for p, why in w.skipped}
     assert "outside" in skipped["link_out.pth"] and skipped["folder_link"] == "folder link not followed"
+
+
+def _gsv(*args):
+    return subprocess.run([sys.executable, "-m", "gsvinspect", *map(str, args)], capture_output=True, text=True,
+                          timeout=TIMEOUT)
+
+
+def test_a_folder_opens_the_run_view(run_tree):
+    """`gsvinspect DIR` passes the pre-check and reaches the app (refused only for want of a terminal);
+    a folder as one of two files is an unreadable file."""
+    r = _gsv(run_tree.root)
+    assert r.returncode == 2 and "interactive terminal" in r.stderr, r.stderr
+    r = _gsv("open", run_tree.root, run_tree.pretrained["gpt"])
+    assert r.returncode == 3 and str(run_tree.root) in r.stderr
+
+
+def test_demo_run_without_a_terminal_prints_the_scan(run_tree, tmp_path):
+    """demo --run reuses a complete tree (here the test run, linked in) and finds what was planted."""
+    (tmp_path / "run").symlink_to(run_tree.root, target_is_directory=True)
+    r = _gsv("demo", "--run", "--no-tui", "--dir", tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "jump x" in r.stdout and "NaN" in r.stdout and "copy of" in r.stdout
