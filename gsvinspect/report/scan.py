@@ -107,7 +107,7 @@ def epoch_step(e) -> tuple[str, str]:
 def relation(e, root) -> str:
     parts = []
     if e.copy_of:
-        parts.append(f"copy of {rel(e.copy_of, root)}")
+        parts.append(f"copy of {Path(e.copy_of).name}")
     if e.base:
         rule = "config" if (e.base_rule or "").startswith("config") else "keys"
         parts.append(f"base {Path(e.base).name} [{rule}]")
@@ -128,22 +128,33 @@ def scan_dict(result, drift=None, root: Path | None = None, timing: dict | None 
     })
 
 
-def _files_table(title: str, entries, root):
+def _files_table(title: str, entries, root, narrow: bool = False):
+    """One group's files; `narrow` (a terminal under 120 columns): file names only, no layout/dtypes."""
     from rich.table import Table
 
     t = Table(title=title, title_justify="left", box=None, pad_edge=False, header_style="bold")
-    for name, kw in (("file", {"overflow": "fold"}), ("layout", {}), ("ver", {}), ("epoch", {"justify": "right"}),
-                     ("step", {"justify": "right"}), ("size", {"justify": "right"}), ("dtypes", {}),
-                     ("scaler", {}), ("as base", {}), ("relation", {"overflow": "fold"})):
-        t.add_column(name, **kw)
+    cols = [("file", {"overflow": "fold"}), ("layout", {"no_wrap": True}), ("ver", {}), ("epoch", {"justify": "right"}),
+            ("step", {"justify": "right"}), ("size", {"justify": "right", "no_wrap": True}), ("dtypes", {}),
+            ("scaler", {}), ("as base", {}), ("relation", {"overflow": "fold"})]
+    drop = {"layout", "dtypes"} if narrow else set()
+    for name, kw in cols:
+        if name not in drop:
+            t.add_column(name, **kw)
+
+    def row(cells: dict) -> list:
+        return [cells[name] for name, _ in cols if name not in drop]
+
     for e in entries:
+        name = e.path.name if narrow else rel(e.path, root)
         if not e.ok:
-            t.add_row(rel(e.path, root), "[red]error[/red]", "", "", "", human_bytes(e.size), "", "", "",
-                      f"[red]{'refused: ' if e.refused else ''}{_esc(e.error)}[/red]")
+            t.add_row(*row({"file": name, "layout": "[red]error[/red]", "ver": "", "epoch": "", "step": "",
+                            "size": human_bytes(e.size), "dtypes": "", "scaler": "", "as base": "[red]error[/red]",
+                            "relation": f"[red]{'refused: ' if e.refused else ''}{_esc(e.error)}[/red]"}))
             continue
         ep, st = epoch_step(e)
-        t.add_row(rel(e.path, root), e.layout, e.version, ep, st, human_bytes(e.size), dtypes_str(e),
-                  "yes" if e.scaler else "no", short_use(e), relation(e, root))
+        t.add_row(*row({"file": name, "layout": e.layout, "ver": e.version, "epoch": ep, "step": st,
+                        "size": human_bytes(e.size), "dtypes": dtypes_str(e), "scaler": "yes" if e.scaler else "no",
+                        "as base": short_use(e), "relation": relation(e, root)}))
     return t
 
 
@@ -154,8 +165,9 @@ def _esc(s: str | None) -> str:
 
 
 def print_scan(con, result, root: Path | None) -> None:
+    narrow = con.width < 120
     for exp, stage, entries in result.groups():
-        con.print(_files_table(f"{exp} · {stage}", entries, root))
+        con.print(_files_table(f"{exp} · {stage}", entries, root, narrow))
         con.print()
     for p, why in result.skipped:
         con.print(f"skipped {rel(p, root)}: {why}", style="dim")

@@ -45,7 +45,7 @@ def test_piped_table_is_plain_and_grouped(run_tree):
     assert titles == ["pretrained · pretrained", "myvoice · s1 GPT", "myvoice · s2 G", "myvoice · s2 D",
                       "myvoice · exports"]
     row = next(ln for ln in r.stdout.splitlines() if "SoVITS_weights_v2/myvoice_e8_s200.pth" in ln)
-    assert "risky (no enc_q)" in row and "copy of logs/myvoice/logs_s2_v2/G_200.pth" in row
+    assert "risky (no enc_q)" in row and "copy of G_200.pth; base s2G2333k.pth" in row
 
 
 def test_json_has_every_file_and_the_drift(run_tree):
