@@ -1,4 +1,4 @@
-"""The folders are the pipeline: load → align → stats → export → report → (synth) → cli.
+"""The folders are the pipeline: load → align → stats → export → triage → report → (synth) → cli.
 
 A module may import its own stage and the stages before it, never a later one; the library never
 imports Textual (only the CLI's app launchers import ``gsvinspect_tui``, inside the function that
@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 LIB = Path(__file__).resolve().parents[1] / "gsvinspect"
-ORDER = ["foundation", "load", "align", "stats", "export", "report", "synth", "cli"]
+ORDER = ["foundation", "load", "align", "stats", "export", "triage", "report", "synth", "cli"]
 FOUNDATION = {"errors", "meta", "data", "__init__", "__version__"}
 APP_LAUNCHERS = {"cli.open", "cli.demo", "cli.serve"}
 

@@ -19,9 +19,18 @@ def __getattr__(name: str):
 
 def run_app(pre, ft=None, *, rules=None, device="cpu", trust=False, mouse=True, stats=True,
             pairs=None, pair=None) -> int:
-    """Build and run the app; returns its exit code."""
+    """Build and run the app; returns its exit code. A folder opens the run view (``run_view``)."""
+    from pathlib import Path
+
     from .app import GsvInspectApp
 
+    if ft is None and Path(pre).is_dir():
+        from .run_view import run_run_view
+
+        def open_pair(a, b):
+            GsvInspectApp(a, b, rules=rules, device=device, trust=trust, stats=stats).run(mouse=mouse)
+
+        return run_run_view(Path(pre), trust=trust, mouse=mouse, open_pair=open_pair)
     app = GsvInspectApp(pre, ft, rules=rules, device=device, trust=trust, stats=stats, pairs=pairs, pair=pair)
     result = app.run(mouse=mouse)
     return int(result or 0)

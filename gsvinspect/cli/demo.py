@@ -41,6 +41,9 @@ def add_parser(subparsers) -> None:
                         "export: pretrained G vs SoVITS_weights export")
     p.add_argument("--dir", metavar="DIR", help=f"where to write the demo files (default: {cache_dir()})")
     p.add_argument("--no-tui", action="store_true", help="print a text summary instead of opening the app")
+    p.add_argument("--run", dest="run_demo", action="store_true",
+                   help="a whole training run instead (pretrained, Lightning ckpts, G_/D_, exports; English rows "
+                        "drifting, a jump at epoch 6, NaN at epoch 8) opened in the run view")
     add_app_options(p)
     p.set_defaults(run=run)
 
@@ -105,8 +108,33 @@ def _counts(al) -> str:
     return ", ".join(parts) or "no keys"
 
 
+def run_tree(directory: Path) -> Path:
+    """The run demo under `directory`/run (written once; a complete earlier tree is reused)."""
+    import json
+
+    from ..errors import UsageError
+    from ..synth import write_run
+
+    root = directory / "run"
+    marker = root / "gsvinspect-run.json"
+    if marker.is_file():
+        try:
+            json.loads(marker.read_text())
+            return root
+        except (ValueError, OSError):
+            pass
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the demo directory {root}: {exc}") from None
+    write_run(root, "v2", epochs=(2, 4, 6, 8), scale=16, jump_at=6, nan_at=8)
+    return root
+
+
 def run(args) -> int:
     directory = Path(args.dir).expanduser() if args.dir else cache_dir()
+    if args.run_demo:
+        return _run_demo(args, run_tree(directory))
     paths = demo_paths(directory)
     from .open import can_run_app
 
@@ -119,3 +147,21 @@ def run(args) -> int:
     pre, ft, _ = pairs[args.pair]
     return run_app(pre, ft, rules=args.rules, device=args.device, trust=args.trust, mouse=not args.no_mouse,
                    stats=not args.no_stats, pairs=pairs, pair=args.pair)
+
+
+def _run_demo(args, root: Path) -> int:
+    from .open import can_run_app
+
+    if args.no_tui or not can_run_app():
+        from .scan import run as scan_run
+
+        print(f"gsvinspect run demo in {root}  (open it: gsvinspect {root})")
+        import argparse
+
+        scan_run(argparse.Namespace(paths=[str(root)], drift=True, json=False, markdown=False, csv=False,
+                                    trust=False))
+        return 0    # the demo's NaN and jump are planted: finding them is success
+    from gsvinspect_tui import run_app
+
+    return run_app(root, None, rules=args.rules, device=args.device, trust=args.trust, mouse=not args.no_mouse,
+                   stats=not args.no_stats)

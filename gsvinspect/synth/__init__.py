@@ -73,3 +73,4 @@ from .pairs import (  # noqa: F401
     DEMO_FILES, DEMO_MARKER, DEMO_SCALE, PAIR_KINDS, _PRETRAINED_NAMES, _loaded_from_fp16,
     pretrained_relpath, symbol_rows, write_demo, write_pair,
 )
+from .run import NAN_KEYS, STEPS_PER_EPOCH, RunTree, write_run  # noqa: F401

@@ -42,7 +42,9 @@ def gpt_export_config(version: str, *, scale: int = 1, exp: str = "demo") -> dic
     cfg["train_semantic_path"] = f"logs/{exp}/6-name2semantic.tsv"
     cfg["train_phoneme_path"] = f"logs/{exp}/2-name2text.txt"
     cfg["output_dir"] = f"logs/{exp}/logs_s1_{version}"
-    cfg["pretrained_s1"] = "GPT_SoVITS/pretrained_models/s1v3.ckpt"
+    cfg["pretrained_s1"] = "GPT_SoVITS/pretrained_models/" + {
+        "v1": "s1bert25hz-2kh-longer-epoch=68e-step=50232.ckpt",
+        "v2": "gsv-v2final-pretrained/s1bert25hz-5kh-longer-epoch=12-step=369668.ckpt"}.get(version, "s1v3.ckpt")
     return cfg
 
 

@@ -114,7 +114,8 @@ def write_checkpoint(path, layout, version: str, *, weights=None, scale: int = 1
             obj["info"] = info
         _plain_save(obj, path)
     elif layout == Layout.GPT_WEIGHTS:
-        obj = OrderedDict(weight=w, config=gpt_export_config(version, scale=scale),
+        exp = path.stem.rsplit("-e", 1)[0] or "demo"
+        obj = OrderedDict(weight=w, config=gpt_export_config(version, scale=scale, exp=exp),
                           info=f"GPT-e{epoch + 1}" if info is _DEFAULT else info)
         _my_save(obj, path, seed)
     elif layout == Layout.GPT_LIGHTNING:

@@ -1,0 +1,154 @@
+"""``gsvinspect scan`` on a whole run tree, as whole processes, page cache warm, best of 3.
+
+The tree is ``gsvinspect.synth.write_run`` at full size (``--scale 1``): v2, 10 save points, so
+3 pretrained files + 10 Lightning ckpts + 10 G_ + 10 D_ + 10 GPT exports + 10 SoVITS exports =
+53 checkpoints with the real key names and containers.
+
+Part 1, metadata only: ``gsvinspect scan TREE`` against a script that ``torch.load``s each file to
+print its keys. Target: at least 50x faster, under 1.5 s whole-process on a 2-core machine.
+
+Part 2, drift of one trajectory (the pretrained G + its 10 ``G_*.pth``), against
+(a) the naive script that diffs each against the base with ``torch.load`` (base loaded per pair,
+    as such scripts do), (b) ten separate ``gsvinspect diff --json`` processes, (c) the page-cache
+read floor of the 11 files. Target: the drift pass (timed inside the process, ``timing.drift_s``
+of the JSON) within 2x of (c).
+
+Usage: ``python bench/bench_scan.py [--dir DIR] [--scale N] [--keep]``. On a shared machine the
+numbers move by tens of percent between runs: compare ratios measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _proc import read_floor  # noqa: E402
+from bench_stats import NAIVE_LOOP  # noqa: E402
+
+KEYS_SCRIPT = r"""
+import sys, torch
+for p in sys.argv[1:]:
+    obj = torch.load(p, map_location="cpu", weights_only=False)
+    sd = max((v for v in obj.values() if isinstance(v, dict)), key=len) if isinstance(obj, dict) else obj
+    print(p, len(sd), list(sd)[:3])
+"""
+
+NAIVE_DRIFT = NAIVE_LOOP + r"""
+import sys
+base = sys.argv[1]
+for ft in sys.argv[2:]:
+    a = torch.load(base, map_location="cpu", weights_only=False)["weight"]
+    b = torch.load(ft, map_location="cpu", weights_only=False)["model"]
+    b = {k.removeprefix("module."): v for k, v in b.items()}
+    naive(a, b)
+"""
+
+
+def _env() -> dict:
+    return dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def timed(argv: list[str], ok=(0, 1)) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=_env())
+    wall = time.perf_counter() - t0
+    if p.returncode not in ok:
+        raise SystemExit(f"{argv[:3]} failed ({p.returncode}): {p.stderr[-600:]}")
+    return wall, p.stdout
+
+
+def best(n: int, argv: list[str], ok=(0, 1)) -> tuple[float, str]:
+    runs = [timed(argv, ok) for _ in range(n)]
+    return min(runs, key=lambda r: r[0])
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix in (".pth", ".ckpt"))
+
+
+def part1(root: Path) -> list[tuple[str, float]]:
+    files = _files(root)
+    read_floor(files)
+    scan_t, _ = best(3, ["-m", "gsvinspect", "scan", str(root)])
+    keys_t, _ = best(1, ["-c", KEYS_SCRIPT, *map(str, files)])
+    gb = sum(p.stat().st_size for p in files) / 1e9
+    print(f"\npart 1: {len(files)} checkpoints, {gb:.1f} GB, {os.cpu_count()} CPUs")
+    print(f"{'measurement':58} {'seconds':>8}")
+    print(f"{'torch.load each file and print its keys, process':58} {keys_t:8.2f}")
+    print(f"{'gsvinspect scan TREE (metadata only), process':58} {scan_t:8.2f}")
+    print(f"scan vs torch.load: {keys_t / scan_t:.0f}x faster (target >= 50x); "
+          f"scan {'under' if scan_t < 1.5 else 'OVER'} 1.5 s")
+    return [("keys", keys_t), ("scan", scan_t)]
+
+
+def part2(root: Path, base: Path, cks: list[Path], tmp: Path) -> None:
+    sub = tmp / "drift"
+    if sub.exists():
+        shutil.rmtree(sub)
+    links = []
+    for p in [base, *cks]:      # a tree holding just this trajectory (hard links: no copy)
+        dst = sub / p.relative_to(root)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.link(p, dst)
+        links.append(dst)
+    read_floor(links)
+    floor = min(read_floor(links) for _ in range(3))
+    scan_t, out = best(3, ["-m", "gsvinspect", "scan", "--drift", "--json", str(sub)])
+    drift_s = json.loads(out)["timing"]["drift_s"]
+    diffs_t = 0.0
+    for ck in cks:
+        diffs_t += timed(["-m", "gsvinspect", "diff", "--json", str(base), str(ck)])[0]
+    naive_t, _ = timed(["-c", NAIVE_DRIFT, str(base), *map(str, cks)])
+    gb = sum(p.stat().st_size for p in links) / 1e9
+    print(f"\npart 2: drift of a base + {len(cks)} G checkpoints, {gb:.1f} GB in {len(links)} files")
+    print(f"{'measurement':58} {'seconds':>8}")
+    for name, t in (("(a) naive: torch.load base + each, per-key loop, process", naive_t),
+                    (f"(b) {len(cks)} separate `gsvinspect diff --json` processes", diffs_t),
+                    ("gsvinspect scan --drift --json, process", scan_t),
+                    ("    of which the drift pass", drift_s),
+                    ("(c) page-cache read of the same 11 files (floor)", floor)):
+        print(f"{name:58} {t:8.2f}")
+    print(f"scan --drift vs (a): {naive_t / scan_t:.1f}x faster; vs (b): {diffs_t / scan_t:.1f}x faster")
+    print(f"drift pass vs read floor: {drift_s / floor:.2f}x (target <= 2x)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dir", help="where to write the tree (default: a temp dir)")
+    ap.add_argument("--scale", type=int, default=1, help="1 = full size (default); k divides wide dims by k")
+    ap.add_argument("--keep", action="store_true", help="keep the tree (and reuse it next time with --dir)")
+    args = ap.parse_args()
+    from gsvinspect.synth import write_run
+
+    tmp = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bench_scan_"))
+    root = tmp / f"GPT-SoVITS-scale{args.scale}"
+    try:
+        marker = root / "gsvinspect-run.json"
+        if not marker.is_file():
+            print(f"writing a v2 run tree (scale {args.scale}, 53 checkpoints) under {root} ...", flush=True)
+            t0 = time.perf_counter()
+            run = write_run(root, "v2", epochs=range(1, 11), scale=args.scale)
+            print(f"  written in {time.perf_counter() - t0:.0f} s")
+            base, cks = run.pretrained["sovits-G"], run.training["sovits-G"]
+        else:
+            base = next(root.rglob("s2G2333k.pth"))
+            cks = sorted(root.rglob("G_*.pth"), key=lambda p: int(p.stem[2:]))
+        part1(root)
+        part2(root, base, cks, tmp)
+    finally:
+        if not args.keep and not args.dir:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

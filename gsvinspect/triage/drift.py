@@ -1,0 +1,403 @@
+"""Drift across a training run: every checkpoint's change from its base and from the previous one.
+
+For each group of a scan (one experiment, one stage, one model, sorted by step) and each
+checkpoint of it:
+
+* ``from_base`` = ‖ck − base‖ / ‖base‖ and ``from_prev`` = ‖ck − prev‖ / ‖prev‖ (prev: the group's
+  previous checkpoint, the base for the first), over the float tensors both sides hold with the
+  same shape (``module.`` ignored); the same per top-level module (``enc_p``, ``dec``, ``model.h``…)
+  and per language of the phoneme table (its rows labelled from symbols.json);
+* health: NaN and Inf counts (left out of the norms, like the stats engine does), ``ovf16``: finite
+  values with ``|x| >= 65520`` that an fp16 export would turn into Inf; ``nonfinite_new`` when NaN/Inf
+  appear at this checkpoint and were not in the previous one;
+* ``jump``: the change from the previous checkpoint *per step* (per epoch when steps are unknown)
+  is at least ``JUMP_FACTOR`` times the median of the group's other checkpoints (3 or more points).
+
+Each byte is read once for the whole trajectory: tensors are visited target by target, the base's
+block converted once and every checkpoint's block compared with it and with the previous
+checkpoint's block (kept in memory), so the base is not re-read per pair. The conversions and
+the fp64-accurate sums are the stats engine's kernels (``f16_bits_to_f32``, ``_sumsq_rows``).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..meta import FLOAT_DTYPES
+from .entry import ScanEntry, top_module
+from .relations import canonical
+
+from ..stats.device import _cpu_workers
+from ..stats.kernels import _sumsq_rows, f16_bits_to_f32
+from ..stats.pool import run_jobs
+from ..stats.results import OVERFLOW16
+
+BLOCK = 1 << 22
+POOL_FROM = 64 << 20        # a trajectory holding more bytes runs on forked workers (stats.pool)
+JUMP_FACTOR = 4.0
+
+PHONEME_TABLES = ("enc_p.text_embedding.weight", "model.ar_text_embedding.word_embeddings.weight")
+DRIFT_STAGES = ("s1 GPT", "s2 G", "s2 D", "exports")
+
+
+class DriftCancelled(Exception):
+    """The drift pass was cancelled (``cancel`` set); nothing partial is returned."""
+
+
+@dataclass
+class _Sums:
+    d_base: float = 0.0
+    base: float = 0.0
+    d_prev: float = 0.0
+    prev: float = 0.0
+
+    def add(self, d_base, base, d_prev, prev) -> None:
+        self.d_base += d_base
+        self.base += base
+        self.d_prev += d_prev
+        self.prev += prev
+
+    def rel(self) -> tuple[float | None, float | None]:
+        def r(d, n):
+            if n > 0:
+                return math.sqrt(d / n)
+            return 0.0 if d == 0 else math.inf
+        return r(self.d_base, self.base), r(self.d_prev, self.prev)
+
+
+@dataclass
+class DriftPoint:
+    path: str
+    epoch: int | None
+    step: int | None
+    from_base: float | None = None
+    from_prev: float | None = None
+    modules: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    languages: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    nan: int = 0
+    inf: int = 0
+    ovf16: int = 0
+    nonfinite_new: bool = False
+    jump: bool = False
+    jump_ratio: float | None = None
+    compared: int = 0                 # tensors compared
+
+    @property
+    def healthy(self) -> bool:
+        return not (self.nan or self.inf or self.ovf16 or self.jump)
+
+    def as_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["modules"] = {m: {"from_base": a, "from_prev": b} for m, (a, b) in self.modules.items()}
+        d["languages"] = {m: {"from_base": a, "from_prev": b} for m, (a, b) in self.languages.items()}
+        return d
+
+
+@dataclass
+class DriftGroup:
+    experiment: str
+    stage: str
+    model: str
+    base: str | None
+    points: list[DriftPoint] = field(default_factory=list)
+    note: str | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return all(p.healthy for p in self.points)
+
+    def as_dict(self) -> dict:
+        return {"experiment": self.experiment, "stage": self.stage, "model": self.model, "base": self.base,
+                "note": self.note, "points": [p.as_dict() for p in self.points]}
+
+
+def drift_groups(entries: list[ScanEntry]) -> list[tuple[str, str, str, str | None, list[ScanEntry]]]:
+    """(experiment, stage, model, base path, entries by step) for every trajectory in a scan."""
+    by: dict[tuple[str, str, str], list[ScanEntry]] = {}
+    for e in entries:
+        if e.ok and e.stage in DRIFT_STAGES and e.model:
+            by.setdefault((e.experiment, e.stage, e.model), []).append(e)
+    out = []
+    for (exp, stage, model), es in sorted(by.items(), key=lambda kv: (kv[0][0], DRIFT_STAGES.index(kv[0][1]),
+                                                                         kv[0][2])):
+        bases = [e.base for e in es if e.base]
+        base = max(set(bases), key=bases.count) if bases else None
+        out.append((exp, stage, model, base, es))
+    return out
+
+
+def _as_f32(raw: np.ndarray, dtype: str, out: np.ndarray) -> np.ndarray:
+    if dtype == "float32":
+        np.copyto(out, raw)
+    elif dtype == "float16":
+        f16_bits_to_f32(raw, out)
+    elif dtype == "bfloat16":
+        np.left_shift(raw.astype(np.uint32), 16, out=out.view(np.uint32))
+    else:
+        np.copyto(out, raw, casting="unsafe")
+    return out
+
+
+def _sumsq(x: np.ndarray) -> float:
+    return _sumsq_rows(x.reshape(1, -1))[0] if x.size else 0.0
+
+
+def _finite_sumsq(x: np.ndarray) -> float:
+    """Sum of squares, NaN/Inf left out (fp64)."""
+    s = _sumsq(x)
+    if math.isfinite(s):
+        return s
+    y = x[np.isfinite(x)].astype(np.float64)
+    return float(np.dot(y, y))
+
+
+def _flat(ck, key: str) -> np.ndarray:
+    return ck.array(key).reshape(-1)
+
+
+class _Pass:
+    """One group's trajectory: per point, module and language sums and health counts."""
+
+    def __init__(self, base_ck, cks: list, chains: list[list[int]], progress, cancel):
+        self.base_ck, self.cks, self.chains = base_ck, cks, chains   # chains: indices of each trajectory
+        self.maps = [{canonical(k): k for k in ck.weights} for ck in cks]
+        self.mods = [dict() for _ in cks]
+        self.langs = [dict() for _ in cks]
+        self.health = [[0, 0, 0, 0] for _ in cks]      # nan, inf, ovf16, tensors compared
+        self.progress, self.cancel = progress, cancel
+        n = min(BLOCK, max((t.numel for t in base_ck.weights.values()), default=1))
+        self.buf = [np.empty(n, dtype=np.float32) for _ in range(4)]   # base, cur (x2), difference
+
+    def _targets(self) -> list[tuple]:
+        """(key, info, sides, canonical) of every float tensor of the base."""
+        out = []
+        for key, info in self.base_ck.weights.items():
+            if info.dtype not in FLOAT_DTYPES or not info.numel:
+                continue
+            c = canonical(key)
+            sides = []
+            for ck, m in zip(self.cks, self.maps):
+                k = m.get(c)
+                t = ck.weights.get(k) if k is not None else None
+                sides.append(k if t is not None and t.shape == info.shape and t.dtype in FLOAT_DTYPES else None)
+            out.append((key, info, sides, c))
+        return out
+
+    def _nbytes(self, target) -> int:
+        key, info, sides, _ = target
+        return info.nbytes + sum(self.cks[i].weights[k].nbytes for i, k in enumerate(sides) if k)
+
+    def run(self) -> None:
+        """Phoneme tables here (row sums per language); every other tensor as a job of the stats
+        pool (forked workers when the trajectory holds more than POOL_FROM bytes)."""
+        targets = self._targets()
+        tables = [t for t in targets if t[3] in PHONEME_TABLES and len(t[1].shape) == 2]
+        jobs = [t for t in targets if t not in tables]
+        for t in tables:
+            self._check_cancel()
+            self._table(t[0], t[1], t[2])
+            self._tick(self._nbytes(t))
+        total = sum(self._nbytes(t) for t in jobs)
+        procs = _cpu_workers() if total > POOL_FROM else 1
+
+        def done(j: int, rows) -> None:
+            mod = top_module(jobs[j][3])
+            for i, v in rows:
+                self.mods[i].setdefault(mod, _Sums()).add(*(float(x) for x in v[:4]))
+                h = self.health[i]
+                for n in range(4):
+                    h[n] += int(v[4 + n])
+            self._tick(self._nbytes(jobs[j]))
+
+        run_jobs(len(jobs), lambda j: self._tensor_rows(*jobs[j][:3]), done, processes=procs, width=8,
+                 cancel=self.cancel)
+        self._check_cancel()
+
+    def _check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise DriftCancelled
+
+    def _tick(self, n: int) -> None:
+        if self.progress is not None:
+            self.progress(n)
+
+    def _tensor_rows(self, key: str, info, sides: list) -> list[tuple[int, np.ndarray]]:
+        """Per checkpoint: [d_base², base², d_prev², prev², NaN, Inf, ovf16, 1] over this tensor."""
+        ref = _flat(self.base_ck, key)
+        raws = [None if k is None else _flat(ck, k) for ck, k in zip(self.cks, sides)]
+        dtypes = [None if k is None else ck.weights[k].dtype for ck, k in zip(self.cks, sides)]
+        acc = {i: np.zeros(8) for i, r in enumerate(raws) if r is not None}
+        for v in acc.values():
+            v[7] = 1
+        for lo in range(0, info.numel, BLOCK):
+            hi = min(info.numel, lo + BLOCK)
+            m = hi - lo
+            base = _as_f32(ref[lo:hi], info.dtype, self.buf[0][:m])
+            sb = _finite_sumsq(base)
+            diff = self.buf[3][:m]
+            for chain in self.chains:
+                prev, sp = base, sb
+                used = 0
+                for i in chain:
+                    if raws[i] is None:
+                        continue
+                    cur = _as_f32(raws[i][lo:hi], dtypes[i], self.buf[1 + used % 2][:m])   # prev: the other
+                    used += 1
+                    sc, nan, inf, ovf = _health(cur, dtypes[i])
+                    np.subtract(cur, base, out=diff)
+                    d_base = _finite_sumsq(diff)
+                    np.subtract(cur, prev, out=diff)
+                    d_prev = _finite_sumsq(diff)
+                    acc[i][:7] += (d_base, sb, d_prev, sp, nan, inf, ovf)
+                    prev, sp = cur, sc
+        return list(acc.items())
+
+    def _table(self, key: str, info, sides: list) -> None:
+        """The phoneme table (small): row sums in fp64, added up per language and for the module."""
+        from ..load.symbols import label_rows
+
+        rows = info.shape[0]
+        mod = top_module(canonical(key))
+        labels = [s.language or "other" for s in label_rows(rows)]
+        groups = {lang: np.array([r for r, lab in enumerate(labels) if lab == lang]) for lang in dict.fromkeys(labels)}
+        base32 = _as_f32(_flat(self.base_ck, key), info.dtype, np.empty(info.numel, np.float32))
+        base = base32.reshape(rows, -1).astype(np.float64)
+        for chain in self.chains:
+            prev = base
+            for i in chain:
+                k = sides[i]
+                if k is None:
+                    continue
+                ck = self.cks[i]
+                cur32 = _as_f32(_flat(ck, k), ck.weights[k].dtype, np.empty(info.numel, np.float32))
+                _, nan, inf, ovf = _health(cur32, ck.weights[k].dtype)
+                h = self.health[i]
+                h[0], h[1], h[2], h[3] = h[0] + nan, h[1] + inf, h[2] + ovf, h[3] + 1
+                cur = cur32.reshape(rows, -1).astype(np.float64)
+                sums = [_row_sums(cur - base), _row_sums(base), _row_sums(cur - prev), _row_sums(prev)]
+                self.mods[i].setdefault(mod, _Sums()).add(*(float(s.sum()) for s in sums))
+                for lang, idx in groups.items():
+                    self.langs[i].setdefault(lang, _Sums()).add(*(float(s[idx].sum()) for s in sums))
+                prev = cur
+
+
+def _health(cur: np.ndarray, dtype: str) -> tuple[float, int, int, int]:
+    """(sum of squares without NaN/Inf, NaN count, Inf count, fp16-overflow count) of a block."""
+    s = _sumsq(cur)
+    nan = inf = ovf = 0
+    if not math.isfinite(s):
+        nan = int(np.count_nonzero(np.isnan(cur)))
+        inf = int(np.count_nonzero(np.isinf(cur)))
+        s = _finite_sumsq(cur)
+    if dtype != "float16" and s >= OVERFLOW16 * OVERFLOW16:
+        with np.errstate(invalid="ignore"):
+            ovf = int(np.count_nonzero(np.isfinite(cur) & (np.abs(cur) >= OVERFLOW16)))
+    return s, nan, inf, ovf
+
+
+def _row_sums(x: np.ndarray) -> np.ndarray:
+    x = np.where(np.isfinite(x), x, 0.0)
+    return np.einsum("ij,ij->i", x, x)
+
+
+def _points(p: _Pass, entries: list[ScanEntry], chains: list[list[int]]) -> list[DriftPoint]:
+    out = [_point(p, i, e) for i, e in enumerate(entries)]
+    for chain in chains:
+        pts = [out[j] for j in chain]
+        for prev, pt in zip([None, *pts[:-1]], pts):
+            prev_bad = prev is not None and bool(prev.nan or prev.inf)
+            pt.nonfinite_new = bool(pt.nan or pt.inf) and not prev_bad
+        _mark_jumps(pts)
+    return out
+
+
+def _point(p: _Pass, i: int, e: ScanEntry) -> DriftPoint:
+    pt = DriftPoint(str(e.path), e.epoch, e.step)
+    total = _Sums()
+    for mod, sums in p.mods[i].items():
+        pt.modules[mod] = sums.rel()
+        total.add(sums.d_base, sums.base, sums.d_prev, sums.prev)
+    pt.from_base, pt.from_prev = total.rel() if p.mods[i] else (None, None)
+    pt.languages = {lang: s.rel() for lang, s in p.langs[i].items()}
+    pt.nan, pt.inf, pt.ovf16, pt.compared = p.health[i]
+    return pt
+
+
+def _mark_jumps(points: list[DriftPoint]) -> None:
+    """Change from the previous checkpoint per step (per epoch, else per checkpoint) against the
+    median of the other checkpoints of the group."""
+    if len(points) < 3:
+        return
+    rates = []
+    for i, pt in enumerate(points):
+        if pt.from_prev is None or not math.isfinite(pt.from_prev):
+            rates.append(None)
+            continue
+        gap = None
+        if i > 0:
+            for attr in ("step", "epoch"):
+                a, b = getattr(points[i - 1], attr), getattr(pt, attr)
+                if a is not None and b is not None and b > a:
+                    gap = b - a
+                    break
+        rates.append(pt.from_prev / gap if gap else (None if i == 0 else pt.from_prev))
+    for i, pt in enumerate(points):
+        others = [r for j, r in enumerate(rates) if j != i and r is not None]
+        if rates[i] is None or len(others) < 2:
+            continue
+        med = statistics.median(others)
+        if med > 0:
+            pt.jump_ratio = rates[i] / med
+            pt.jump = pt.jump_ratio >= JUMP_FACTOR
+
+
+def compute_drift(result, *, progress=None, cancel: threading.Event | None = None) -> list[DriftGroup]:
+    """Drift of every trajectory of a scan made with ``keep_open=True`` (see the module docstring).
+
+    progress(done_bytes, total_bytes); cancel: a threading.Event (raises DriftCancelled).
+    """
+    cks = result.checkpoints
+    plan = drift_groups(result.entries)
+    total = 0
+    for _, _, _, base, es in plan:
+        if base is not None and es[0].model != "sovits-G-lora":
+            total += sum(cks[e.path].n_bytes for e in es if e.path in cks)
+            total += sum(ck.n_bytes for p, ck in cks.items() if str(p) == base)
+    done = [0]
+
+    def tick(n: int) -> None:
+        done[0] += n
+        if progress is not None:
+            progress(done[0], total)
+
+    groups: list[DriftGroup] = []
+    by_str = {str(p): ck for p, ck in cks.items()}
+    shared: dict[str, list[tuple[DriftGroup, list[ScanEntry]]]] = {}   # base -> its trajectories
+    for exp, stage, model, base, es in plan:
+        g = DriftGroup(exp, stage, model, base)
+        groups.append(g)
+        if model == "sovits-G-lora":
+            g.note = "LoRA checkpoints hold adapters, not the base's weights: drift not computed"
+        elif base is None or base not in by_str:
+            g.note = "no base in the scan (add the pretrained file to the paths): drift not computed"
+        else:
+            shared.setdefault(base, []).append((g, es))
+    for base, trajectories in shared.items():   # one pass per base: its bytes are read once
+        flat = [e for _, es in trajectories for e in es]
+        chains, i = [], 0
+        for _, es in trajectories:
+            chains.append(list(range(i, i + len(es))))
+            i += len(es)
+        p = _Pass(by_str[base], [cks[e.path] for e in flat], chains, tick, cancel)
+        p.run()
+        pts = _points(p, flat, chains)
+        for (g, _), chain in zip(trajectories, chains):
+            g.points = [pts[j] for j in chain]
+    if progress is not None:
+        progress(total, total)
+    return groups

@@ -1,0 +1,146 @@
+"""`scan --drift` finds exactly the drift write_run put in: linear growth with the epoch, only the
+English phoneme rows moving, the jump at its epoch, NaN from its epoch on; every byte read once;
+numbers equal a torch.load reference."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from gsvinspect.triage import drift as drift_mod
+
+
+def _group(drift, stage, model):
+    (g,) = [g for g in drift if g.stage == stage and g.model == model]
+    return g
+
+
+@pytest.mark.parametrize("stage,model", [("s1 GPT", "gpt"), ("s2 G", "sovits-G"), ("s2 D", "sovits-D"),
+                                         ("exports", "gpt"), ("exports", "sovits-G")])
+def test_change_from_base_grows_with_the_epoch_as_written(run_tree, scanned, stage, model):
+    g = _group(scanned[1], stage, model)
+    assert [p.epoch for p in g.points] == list(run_tree.epochs)
+    assert Path(g.base) == run_tree.pretrained[model]
+    for p in g.points:
+        want = run_tree.expected_rel_from_base(p.epoch)
+        # the model total mixes in the phoneme table (moving 12x more on ~1/20 of its rows) and the
+        # frozen leaves: within 15 %; a plain module (the decoder / transformer blocks) within 5 %
+        assert p.from_base == pytest.approx(want, rel=0.15), (p.path, p.from_base, want)
+        body = {"gpt": "model.h", "sovits-G": "dec", "sovits-D": "discriminators"}[model]
+        assert p.modules[body][0] == pytest.approx(want, rel=0.05)
+
+
+def test_only_the_trained_language_moves(run_tree, scanned):
+    for stage, model in (("s1 GPT", "gpt"), ("s2 G", "sovits-G")):
+        g = _group(scanned[1], stage, model)
+        for p in g.points:
+            moved = {lang for lang, (b, _) in p.languages.items() if b and b > 0}
+            assert moved == {"en"}, (p.path, p.languages)
+            assert p.languages["en"][0] == pytest.approx(run_tree.expected_language_from_base(p.epoch), rel=0.1)
+
+
+def test_nan_appears_exactly_where_it_was_put(run_tree, scanned):
+    for g in scanned[1]:
+        if g.model == "sovits-D" and g.stage == "exports":
+            continue
+        for p in g.points:
+            bad = p.epoch >= run_tree.nan_at
+            assert bool(p.nan) == bad, (g.model, g.stage, p.path)
+            assert p.nonfinite_new == (p.epoch == run_tree.nan_at)
+            assert math.isfinite(p.from_base)      # NaN left out of the norms, not poisoning them
+
+
+def test_the_jump_is_flagged_at_its_epoch_only(run_tree, scanned):
+    for g in scanned[1]:
+        assert [p.epoch for p in g.points if p.jump] == [run_tree.jump_at], g.model
+
+
+def test_every_byte_is_read_once(run_tree, monkeypatch):
+    """Each (file, tensor) is read once for the whole trajectory, the base included."""
+    from gsvinspect.triage.scan import scan
+
+    reads: dict = {}
+    real = drift_mod._flat
+
+    def counting(ck, key):
+        reads[(str(ck.path), key)] = reads.get((str(ck.path), key), 0) + 1
+        return real(ck, key)
+
+    monkeypatch.setattr(drift_mod, "_flat", counting)
+    result = scan([run_tree.root], keep_open=True)
+    try:
+        groups = drift_mod.compute_drift(result)
+    finally:
+        result.close()
+    assert reads and max(reads.values()) == 1, [k for k, n in reads.items() if n > 1][:5]
+    base = str(run_tree.pretrained["sovits-G"])
+    # the base was read (once) though it is the base of two trajectories: s2 G and the SoVITS exports
+    assert sum(1 for (path, _), n in reads.items() if path == base) > 0
+    assert len([g for g in groups if g.base == base]) == 2
+
+
+def test_numbers_match_a_torch_load_reference(run_tree, scanned):
+    """‖ck − base‖/‖base‖ and ‖ck − prev‖/‖prev‖ of the G trajectory, computed with plain torch."""
+    torch = pytest.importorskip("torch")
+
+    g = _group(scanned[1], "s2 G", "sovits-G")
+    base = torch.load(run_tree.pretrained["sovits-G"], map_location="cpu", weights_only=True)["weight"]
+    prev = {k: v.double() for k, v in base.items() if v.is_floating_point()}
+    for p in g.points[:3]:
+        ck = torch.load(p.path, map_location="cpu", weights_only=True)["model"]
+        cur = {k.removeprefix("module."): v.double() for k, v in ck.items() if v.is_floating_point()}
+        keys = [k for k in prev if k in cur]
+        for ref, got in ((base, p.from_base), (prev, p.from_prev)):
+            num = sum(float(((cur[k] - ref[k].double()) ** 2).sum()) for k in keys)
+            den = sum(float((ref[k].double() ** 2).sum()) for k in keys)
+            assert got == pytest.approx(math.sqrt(num / den), rel=1e-5)
+        dec = [k for k in keys if k.startswith("dec.")]
+        num = sum(float(((cur[k] - base[k].double()) ** 2).sum()) for k in dec)
+        den = sum(float((base[k].double() ** 2).sum()) for k in dec)
+        assert p.modules["dec"][0] == pytest.approx(math.sqrt(num / den), rel=1e-5)
+        prev = cur
+
+
+def test_cancel_stops_the_pass(run_tree):
+    import threading
+
+    from gsvinspect.triage.scan import scan
+
+    cancel = threading.Event()
+    seen = []
+
+    def progress(done, total):
+        seen.append(done)
+        if len(seen) == 3:
+            cancel.set()
+
+    result = scan([run_tree.root], keep_open=True)
+    try:
+        with pytest.raises(drift_mod.DriftCancelled):
+            drift_mod.compute_drift(result, progress=progress, cancel=cancel)
+    finally:
+        result.close()
+    assert len(seen) == 3
+
+
+def test_forked_workers_give_the_same_drift(run_tree, scanned, monkeypatch):
+    """The pool path (forced on with a 0-byte threshold and two workers) sums exactly the same."""
+    from gsvinspect.triage.scan import scan
+
+    monkeypatch.setattr(drift_mod, "POOL_FROM", 0)
+    monkeypatch.setattr(drift_mod, "_cpu_workers", lambda: 2)
+    result = scan([run_tree.root], keep_open=True)
+    try:
+        groups = drift_mod.compute_drift(result)
+    finally:
+        result.close()
+    want = [g.as_dict() for g in scanned[1]]
+    got = [g.as_dict() for g in groups]
+    for a, b in zip(got, want):
+        for pa, pb in zip(a["points"], b["points"]):
+            assert pa["from_base"] == pytest.approx(pb["from_base"], rel=1e-12)
+            assert (pa["nan"], pa["inf"], pa["jump"], pa["compared"]) == (pb["nan"], pb["inf"], pb["jump"], pb["compared"])
+            for m, v in pb["modules"].items():
+                assert pa["modules"][m]["from_prev"] == pytest.approx(v["from_prev"], rel=1e-12)
