@@ -13,15 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .alignment import Alignment, Row, Status, align
-from ..load.detect import GPT_EMBED, SOVITS_EMBED
 from ..errors import UsageError
-from ..load.manifest import G_VERSIONS, LORA_VERSIONS, describe_name, expected_weights, manifest_names, resolve_name
+from ..load.identity import (GPT_EMBED, SOVITS_EMBED, WRAPPERS, check_name, model_kind as _kind,
+                                 strip_wrapper, wrapper_prefix)
+from ..load.manifest import describe_name, expected_weights, manifest_names, resolve_name
 from ..meta import Layout, TensorInfo
 
 SEVERITIES = ("error", "warning", "info")
 PRO_PREFIXES = ("sv_emb.", "ge_to512.", "prelu.")
-WRAPPERS = {"module.": "DistributedDataParallel", "_orig_mod.": "torch.compile", "net_g.": "training wrapper"}
-_GPT_MARKERS = ("ar_text_embedding", "ar_audio_embedding", "h.layers.", "ar_predict_layer", "bert_proj")
 _SYMBOL_ROWS = {322: "v1 symbol set (322 symbols)", 732: "v2 symbol set (732 symbols)"}
 _GPT_ROWS = {512: "v1 phoneme vocabulary (512, s1longer.yaml)", 732: "v2 phoneme vocabulary (732, s1longer-v2.yaml)"}
 
@@ -52,36 +51,6 @@ def _keys_of(ck: Any) -> list[str]:
     return list(w) if w is not None else []
 
 
-def _kind(keys: list[str]) -> str:
-    """gpt | sovits-G | sovits-G-lora | sovits-D | vocoder | other (wrapper prefixes ignored)."""
-    base = _strip_wrapper(keys)
-    if not base:
-        return "other"
-    n = len(base)
-    if any(m in k for k in base[:64] for m in _GPT_MARKERS) and not any(k.startswith(("enc_p.", "dec.")) for k in base):
-        return "gpt"
-    if any(".lora_A." in k or ".lora_B." in k for k in base):
-        return "sovits-G-lora"
-    if sum(k.startswith("discriminators.") for k in base) > 0.9 * n:
-        return "sovits-D"
-    if any(k.startswith(("enc_p.", "dec.", "cfm.", "ref_enc.", "quantizer.", "enc_q.", "flow.")) for k in base):
-        return "sovits-G"
-    if any(k.startswith("conv_pre.") for k in base):
-        return "vocoder"
-    return "other"
-
-
-def _strip_wrapper(keys: list[str]) -> list[str]:
-    for _ in range(3):
-        for p in WRAPPERS:
-            if keys and all(k.startswith(p) for k in keys):
-                keys = [k[len(p):] for k in keys]
-                break
-        else:
-            break
-    return keys
-
-
 def _few(keys: list[str], n: int = 3) -> str:
     shown = ", ".join(keys[:n])
     return shown + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
@@ -102,26 +71,64 @@ def diagnose(pre_ck: Any, ft_ck: Any, alignment: Alignment, *,
 
     Ordered errors first, then warnings, then info.
     """
-    al = alignment
+    p = _Pair.of(pre_ck, ft_ck, alignment, pre_name, ft_name)
     out: list[Finding] = []
-    rows = al.rows
-    pre_keys = _keys_of(pre_ck) or [r.pre_key for r in rows if r.pre_key is not None]
-    ft_keys = _keys_of(ft_ck) or [r.ft_key for r in rows if r.ft_key is not None]
-    pre_kind, ft_kind = _kind(pre_keys), _kind(ft_keys)
-    ft_layout = _layout(ft_ck)
-    is_gpt = "gpt" in (pre_kind, ft_kind)
-    by_status: dict[Status, list[Row]] = {s: [] for s in Status}
-    for r in rows:
-        by_status[r.status].append(r)
+    for step in _FINDERS:
+        step(p, out)
+    order = {s: i for i, s in enumerate(SEVERITIES)}
+    out.sort(key=lambda f: order.get(f.severity, 9))
+    return out
 
-    # -- different models altogether --------------------------------------------------------
+
+@dataclass
+class _Pair:
+    """What every finder looks at: the two sides, their keys and kinds, the rows by status."""
+
+    al: Alignment
+    rows: list[Row]
+    pre_ck: Any
+    ft_ck: Any
+    pre_name: str
+    ft_name: str
+    pre_keys: list[str]
+    ft_keys: list[str]
+    pre_kind: str
+    ft_kind: str
+    ft_layout: Layout | None
+    is_gpt: bool
+    by_status: dict[Status, list[Row]]
+    explained: set[str] = field(default_factory=set)
+
+    @property
+    def sides(self):
+        return (("ft", self.ft_keys, self.ft_name, self.ft_kind), ("pre", self.pre_keys, self.pre_name, self.pre_kind))
+
+    @classmethod
+    def of(cls, pre_ck, ft_ck, al: Alignment, pre_name: str, ft_name: str) -> "_Pair":
+        rows = al.rows
+        pre_keys = _keys_of(pre_ck) or [r.pre_key for r in rows if r.pre_key is not None]
+        ft_keys = _keys_of(ft_ck) or [r.ft_key for r in rows if r.ft_key is not None]
+        pre_kind, ft_kind = _kind(pre_keys), _kind(ft_keys)
+        by_status: dict[Status, list[Row]] = {s: [] for s in Status}
+        for r in rows:
+            by_status[r.status].append(r)
+        return cls(al, rows, pre_ck, ft_ck, pre_name, ft_name, pre_keys, ft_keys, pre_kind, ft_kind,
+                   _layout(ft_ck), "gpt" in (pre_kind, ft_kind), by_status)
+
+
+def _different_models(p: "_Pair", out: list[Finding]) -> None:
+    """Different models altogether."""
+    pre_kind, ft_kind, pre_name, ft_name = p.pre_kind, p.ft_kind, p.pre_name, p.ft_name
     families = {"sovits-G-lora": "sovits-G"}
     if "other" not in (pre_kind, ft_kind) and families.get(pre_kind, pre_kind) != families.get(ft_kind, ft_kind):
         out.append(Finding("error", "different-models",
                            f"the {pre_name} file holds a {_KIND_WORDS[pre_kind]} and the {ft_name} file a "
                            f"{_KIND_WORDS[ft_kind]}: they are different networks, so most keys cannot pair"))
 
-    # -- conflicts, dead rules ----------------------------------------------------------------
+
+def _rule_findings(p: "_Pair", out: list[Finding]) -> None:
+    """Conflicts, dead rules."""
+    al = p.al
     for target, sources in al.conflicts:
         row = al.row_for(target)
         rule = (" by " + ", ".join(_rule_name(al, i) for i in row.rules)) if row is not None and row.rules else ""
@@ -133,7 +140,11 @@ def diagnose(pre_ck: Any, ft_ck: Any, alignment: Alignment, *,
         out.append(Finding("warning", "dead-rule",
                            f"{_rule_name(al, i)} matched no key: a typo, or a rule for another file", []))
 
-    # -- enc_q --------------------------------------------------------------------------------
+
+def _enc_q_findings(p: "_Pair", out: list[Finding]) -> None:
+    """Enc_q."""
+    rows, pre_keys, ft_keys, ft_layout = p.rows, p.pre_keys, p.ft_keys, p.ft_layout
+    by_status, pre_name, ft_name, pre_ck, ft_ck = p.by_status, p.pre_name, p.ft_name, p.pre_ck, p.ft_ck
     missing_q = [r.target for r in by_status[Status.MISSING] if "enc_q" in r.target]
     ft_has_q = any("enc_q" in k for k in ft_keys)
     paired_q = any(r.ft is not None and r.pre is not None and "enc_q" in r.target for r in rows)
@@ -161,7 +172,10 @@ def diagnose(pre_ck: Any, ft_ck: Any, alignment: Alignment, *,
                            f"{len(unexpected_q)} enc_q.* keys; compare against a file that keeps enc_q "
                            "(pretrained s2G or G_*.pth)", unexpected_q))
 
-    # -- text embedding sizes -------------------------------------------------------------------
+
+def _embedding_findings(p: "_Pair", out: list[Finding]) -> None:
+    """Text embedding sizes."""
+    al, pre_name, ft_name = p.al, p.pre_name, p.ft_name
     explained: set[str] = set()
     for key, table, what in ((SOVITS_EMBED, _SYMBOL_ROWS, "text embedding"),
                              (GPT_EMBED, _GPT_ROWS, "GPT phoneme embedding")):
@@ -178,8 +192,12 @@ def diagnose(pre_ck: Any, ft_ck: Any, alignment: Alignment, *,
         out.append(Finding("error", code,
                            f"{what} {key} has {a} rows in the {pre_name} file ({table.get(a, 'unknown set')}) "
                            f"and {b} in the {ft_name} file ({table.get(b, 'unknown set')}).{why}", [key]))
+    p.explained = explained
 
-    # -- shape mismatches -------------------------------------------------------------------
+
+def _shape_findings(p: "_Pair", out: list[Finding]) -> None:
+    """Shape mismatches."""
+    is_gpt, by_status, explained = p.is_gpt, p.by_status, p.explained
     shape_rows = [r for r in by_status[Status.SHAPE_DIFFERS] if r.target not in explained]
     if shape_rows:
         keys = [r.target for r in shape_rows]
@@ -194,7 +212,10 @@ def diagnose(pre_ck: Any, ft_ck: Any, alignment: Alignment, *,
                    "stops with a size-mismatch error even with strict=False")
         out.append(Finding("error", "shape-differs", msg, keys))
 
-    # -- v2Pro branch -----------------------------------------------------------------------
+
+def _pro_findings(p: "_Pair", out: list[Finding]) -> None:
+    """V2Pro branch."""
+    by_status, pre_name, ft_name, pre_ck = p.by_status, p.pre_name, p.ft_name, p.pre_ck
     pro_missing = [r.target for r in by_status[Status.MISSING] if r.target.startswith(PRO_PREFIXES)]
     pro_extra = [r.target for r in by_status[Status.UNEXPECTED] if r.target.startswith(PRO_PREFIXES)]
     if pro_missing:
@@ -207,10 +228,13 @@ def diagnose(pre_ck: Any, ft_ck: Any, alignment: Alignment, *,
                            f"({_few(pro_extra)}) that the {pre_name} network lacks; loaded into a plain v2 net "
                            "(strict=False) exactly these keys are ignored", pro_extra))
 
-    # -- GPT prefix --------------------------------------------------------------------------
-    sides = (("ft", ft_keys, ft_name, ft_kind), ("pre", pre_keys, pre_name, pre_kind))
+
+def _gpt_prefix_findings(p: "_Pair", out: list[Finding]) -> None:
+    """GPT prefix."""
+    al, rows = p.al, p.rows
+    sides = p.sides
     for side, keys, name, kind in sides:
-        base = _strip_wrapper(keys)
+        base = strip_wrapper(keys)
         if kind == "gpt" and base and sum(k.startswith("model.") for k in base) < 0.5 * len(base):
             fixed = side == "ft" and any(r.rules for r in rows) and al.n_paired >= 0.9 * len(base)
             out.append(Finding(
@@ -221,16 +245,20 @@ def diagnose(pre_ck: Any, ft_ck: Any, alignment: Alignment, *,
                                      if fixed else "Add the rule add_prefix = 'model.' (gsvinspect rules suggest)."),
                 base[:1]))
 
-    # -- wrapper prefixes, peft -------------------------------------------------------------
+
+def _wrapper_findings(p: "_Pair", out: list[Finding]) -> None:
+    """Wrapper prefixes, peft."""
+    rows, ft_keys, ft_layout = p.rows, p.ft_keys, p.ft_layout
+    by_status, ft_name, ft_ck, sides = p.by_status, p.ft_name, p.ft_ck, p.sides
     for _, keys, name, kind in sides:
-        for p, who in WRAPPERS.items():
-            if keys and all(k.startswith(p) for k in keys):
-                consequence = ("a strict load fails" if kind == "gpt" else
-                               "GPT-SoVITS's strict=False loads would skip every key and train from random weights")
-                out.append(Finding("warning", "wrapper-prefix",
-                                   f"every key of the {name} file starts with {p!r} ({who}); {consequence}. "
-                                   "A strip_prefix rule lines them up; an export writes plain names.", []))
-                break
+        prefix = wrapper_prefix(keys)
+        if prefix:
+            who = ", ".join(dict.fromkeys(WRAPPERS[w + "."] for w in prefix.split(".")[:-1]))
+            consequence = ("a strict load fails" if kind == "gpt" else
+                           "GPT-SoVITS's strict=False loads would skip every key and train from random weights")
+            out.append(Finding("warning", "wrapper-prefix",
+                               f"every key of the {name} file starts with {prefix!r} ({who}); {consequence}. "
+                               "A strip_prefix rule lines them up; an export writes plain names.", []))
     peft = [k for k in ft_keys if ".base_model.model." in k or k.startswith("base_model.model.")]
     if peft:
         out.append(Finding("warning", "peft-wrapped",
@@ -251,7 +279,10 @@ def diagnose(pre_ck: Any, ft_ck: Any, alignment: Alignment, *,
                            "GPT-SoVITS takes everything else from the official s2Gv3/s2Gv4 at load time, so the "
                            "missing base keys are missing by design", []))
 
-    # -- file-level facts that matter for using the file as a base --------------------------
+
+def _file_findings(p: "_Pair", out: list[Finding]) -> None:
+    """File-level facts that matter for using the file as a base."""
+    ft_layout, pre_name, ft_name, pre_ck, ft_ck = p.ft_layout, p.pre_name, p.ft_name, p.pre_ck, p.ft_ck
     for ck, name in ((ft_ck, ft_name), (pre_ck, pre_name)):
         header = getattr(ck, "header", b"PK")
         if isinstance(header, (bytes, bytearray)) and header[:1].isdigit():
@@ -265,7 +296,11 @@ def diagnose(pre_ck: Any, ft_ck: Any, alignment: Alignment, *,
                            "neither s1 training (pretrained_s1) nor inference can read it as it is; export it to "
                            "{weight, config} (fp16, the pretrained layout)", []))
 
-    # -- versions, dtypes ------------------------------------------------------------------
+
+def _version_findings(p: "_Pair", out: list[Finding]) -> None:
+    """Versions, dtypes."""
+    pre_kind, by_status, pre_name = p.pre_kind, p.by_status, p.pre_name
+    ft_name, pre_ck, ft_ck = p.ft_name, p.pre_ck, p.ft_ck
     pv, fv = _version(pre_ck), _version(ft_ck)
     if pv != "unknown" and fv != "unknown" and pv != fv and not _same_net(pre_kind, pv, fv):
         out.append(Finding("warning", "version-mismatch",
@@ -277,9 +312,9 @@ def diagnose(pre_ck: Any, ft_ck: Any, alignment: Alignment, *,
                            f"{len(dt)} tensors differ only in dtype ({', '.join(pairs)}): pretrained files and "
                            "exports are fp16, training checkpoints fp32; GPT-SoVITS casts on load, so this is "
                            "informational", [r.target for r in dt]))
-    order = {s: i for i, s in enumerate(SEVERITIES)}
-    out.sort(key=lambda f: order.get(f.severity, 9))
-    return out
+
+
+_FINDERS = (_different_models, _rule_findings, _enc_q_findings, _embedding_findings, _shape_findings, _pro_findings, _gpt_prefix_findings, _wrapper_findings, _file_findings, _version_findings)
 
 
 _KIND_WORDS = {"gpt": "GPT (s1) model", "sovits-G": "SoVITS generator", "sovits-G-lora": "SoVITS generator",
@@ -360,27 +395,7 @@ _LOADERS = {
 
 def auto_check_name(ck: Any) -> str | None:
     """The expected-key set to check a file against, from its detected layout and version."""
-    layout, v = _layout(ck), _version(ck)
-    keys = _keys_of(ck)
-    kind = _kind(keys)
-    if layout is not None and layout.is_gpt or kind == "gpt":
-        return "gpt-v1" if v == "v1" else "gpt-v2"
-    if layout is Layout.VOCODER or kind == "vocoder":
-        return "vocoder-v4"
-    if layout in (Layout.SOVITS_D_PRETRAINED, Layout.SOVITS_D_TRAIN) or kind == "sovits-D":
-        return "sovits-D-v2Pro" if "Pro" in v else "sovits-D-v1"
-    lora_v = v if v in LORA_VERSIONS else "v3"
-    if layout is Layout.SOVITS_WEIGHTS_LORA:
-        return f"sovits-G-{lora_v}-lora-export"
-    if layout is Layout.SOVITS_G_LORA_TRAIN or kind == "sovits-G-lora":
-        return f"sovits-G-{lora_v}-lora"
-    if kind == "sovits-G" or (layout is not None and layout.is_sovits):
-        if v in G_VERSIONS:
-            return f"sovits-G-{v}"
-        if any(k.startswith("cfm.") for k in keys):
-            return "sovits-G-v3"
-        return "sovits-G-v2"
-    return None
+    return check_name(ck)
 
 
 def _loader_for(name: str) -> tuple[bool, str]:

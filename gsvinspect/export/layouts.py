@@ -11,7 +11,6 @@ from collections import OrderedDict
 from typing import Any
 
 from .. import __version__
-from ..errors import UsageError
 from ..load.safe_unpickle import Opaque
 from ..meta import Layout
 from .plan_data import Entry, TensorSource
@@ -20,22 +19,14 @@ BASE_LAYOUT = {"gpt": Layout.GPT_PRETRAINED, "sovits-g": Layout.SOVITS_G_PRETRAI
                "sovits-d": Layout.SOVITS_D_PRETRAINED}
 
 
+_EXPORT_KIND = {"gpt": "gpt", "sovits-G": "sovits-g", "sovits-G-lora": "sovits-g", "sovits-D": "sovits-d"}
+
+
 def model_kind(ck) -> str:
-    lay = ck.layout
-    if lay.is_gpt:
-        return "gpt"
-    if lay in (Layout.SOVITS_D_PRETRAINED, Layout.SOVITS_D_TRAIN):
-        return "sovits-d"
-    if lay.is_sovits:
-        return "sovits-g"
-    keys = list(ck.weights)
-    if any(".ar_text_embedding." in k or k.startswith("model.h.") for k in keys):
-        return "gpt"
-    if any(k.split(".")[0] == "discriminators" or ".discriminators." in k for k in keys):
-        return "sovits-d"
-    if any(k.startswith(("enc_p.", "dec.", "cfm.", "ref_enc.")) or ".enc_p." in k for k in keys):
-        return "sovits-g"
-    return "unknown"
+    """gpt | sovits-g | sovits-d | unknown: the identity's kind in the export's words."""
+    from ..load.identity import kind_of
+
+    return _EXPORT_KIND.get(kind_of(ck), "unknown")
 
 
 def is_lora(ck) -> bool:
@@ -74,27 +65,19 @@ def describe_config(cfg: Any) -> str:
 
 
 def manifest_name_for(kind: str, version: str, layout_choice: str, lora_form: bool) -> str | None:
-    from ..load.manifest import resolve_name
+    """The key set the output is checked against (the identity's name for it)."""
+    from ..load.identity import manifest_name
 
-    if kind == "gpt":
-        name = f"gpt-{version}"
-    elif kind == "sovits-d":
-        name = f"sovits-D-{version}"
-    elif kind == "sovits-g":
-        if lora_form and layout_choice == "same":
-            name = f"sovits-G-{version}-lora"
-        elif lora_form:
-            name = f"sovits-G-{version}-lora-export"
+    model = {"gpt": "gpt", "sovits-g": "sovits-G", "sovits-d": "sovits-D"}.get(kind)
+    if model is None:
+        return None
+    subset = None
+    if kind == "sovits-g":
+        if lora_form:
+            subset = "lora" if layout_choice == "same" else "lora-export"
         elif layout_choice == "sovits-weights":
-            name = f"sovits-G-{version}-export"
-        else:
-            name = f"sovits-G-{version}"
-    else:
-        return None
-    try:
-        return resolve_name(name)
-    except UsageError:
-        return None
+            subset = "export"
+    return manifest_name(model, version, subset=subset)
 
 
 def is_full_size(tensors: list[TensorSource], manifest_name: str | None, rank: int | None) -> bool:
