@@ -7,6 +7,7 @@ and the `info` text. Pure metadata: no torch, no numpy.
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from typing import Any
 
@@ -121,20 +122,43 @@ def size_rule_for(kind: str, version: str, layout_choice: str, header: bytes) ->
 
 
 
-def info_text(pre_ck, ft_ck, alpha, rules, view, version: str, what: str) -> str:
+def upstream_info(choice: str, kind: str, version: str, ft_ck, lora_form: bool) -> str:
+    """The `info` string GPT-SoVITS's own saver writes for this layout (FORMATS §3.3, §4.1, §6):
+    ``GPT-e<N>`` (GPT_weights), ``<E>epoch_<S>iteration`` (SoVITS_weights, LoRA too),
+    ``pretrained_s2G_<v>`` (base G; ``pretrained_s1_<v>`` / ``pretrained_s2D_<v>`` by analogy)."""
+    inf = ft_ck.extras.get("info")
+    inf = inf if isinstance(inf, str) else ""
+    if choice == "gpt-weights":
+        m = re.match(r"GPT-e(\d+)\b", inf)
+        epoch = ft_ck.extras.get("epoch")
+        n = m.group(1) if m else (epoch + 1 if isinstance(epoch, int) and not isinstance(epoch, bool) else 0)
+        return f"GPT-e{n}"
+    if choice == "sovits-weights" or (lora_form and choice != "same"):
+        m = re.match(r"(\d+)epoch_(\d+)iteration\b", inf)
+        if m:
+            return m.group(0)
+        it = ft_ck.extras.get("iteration")
+        epoch = it if isinstance(it, int) and not isinstance(it, bool) else 0
+        step = re.search(r"G_(\d+)\.pth$", ft_ck.path.name)
+        return f"{epoch}epoch_{step.group(1) if step else 0}iteration"
+    what = {"gpt": "s1", "sovits-g": "s2G", "sovits-d": "s2D"}.get(kind, kind)
+    return f"pretrained_{what}_{version}"
+
+
+def info_text(pre_ck, ft_ck, alpha, rules, view, version: str, what: str, upstream: str) -> str:
+    """`upstream` first (what GPT-SoVITS and its ecosystem parse), then where the file came from."""
     def with_info(ck):
         inf = ck.extras.get("info")
         return f"{ck.path.name} ({inf})" if isinstance(inf, str) and inf else ck.path.name
 
-    # the version as a word of its own: inference-side tools read v3/v4 from `info` (FORMATS §4.1)
-    bits = [f"gsvinspect {__version__}: {version} {what} from {with_info(ft_ck)} over {with_info(pre_ck)}"]
+    bits = [f"{upstream} (gsvinspect {__version__}: {version} {what} from {with_info(ft_ck)} over {with_info(pre_ck)}"]
     if view is not None:
         bits.append(f"LoRA rank {view.rank} merged")
     if alpha is not None:
         bits.append(f"alpha {alpha}")
     if rules is not None and getattr(rules, "has_alphas", False):
         bits.append("per-module alphas")
-    return "; ".join(bits)
+    return "; ".join(bits) + ")"
 
 
 def plan_entries(choice, kind, pre_ck, ft_ck, scaler_where, scaler_from, config_source, have_config, lora_form):

@@ -69,7 +69,7 @@ def _version_fits(ck, root, kind: str, version: str, marked: str | None) -> tupl
     family = same_net_versions("sovits-G" if kind == "sovits-G-lora" else kind, version)
     if len(family) == 1 or marked is not None:
         return (version,)
-    if _config_version(root.get("config")) in family or _folder_version_hint(ck, root) is not None:
+    if _config_version(_config_of(root)) in family or _folder_version_hint(ck, root) is not None:
         return (version,)
     if kind.startswith("sovits-G") and _v3_v4_hint(ck, root) is not None:
         return (version,)
@@ -240,13 +240,16 @@ def _reconcile(ck, root, kind: str, version: str | None, derived: str | None, ev
                   "v2Pro": ("v2Pro", "v2ProPlus")}.get(derived, ())
         if kind == "sovits-D" and derived == "v2":
             family = ("v1", "v2")
-        hint = _folder_version_hint(ck, root)
+        cv = _config_version(_config_of(root))
+        hint = (cv, "the config's model.version") if cv in family else _folder_version_hint(ck, root)
         if hint and hint[0] in family and hint[0] != derived:
             ev.append(f"{hint[1]} names {hint[0]} (the same architecture as {derived})")
             version = hint[0]
     gpt_family = kind == "gpt" and derived == "v2" and version in ("v3", "v4", "v2Pro", "v2ProPlus")
     if gpt_family:
         ev.append(f"the v2 GPT architecture is the one {version} uses")
+    elif kind == "sovits-D" and derived and version in same_net_versions(kind, derived):
+        pass  # a hint named the sibling of an identical D net: no conflict
     elif derived and version and derived != version and not (version in ("v3", "v4") and derived in ("v3", "v4")):
         if md5 in PRETRAINED_MD5 and derived in ("v1", "v2"):
             # the hash table maps v1's s2G488k to v2; the embedding decides (FORMATS §11.6)
@@ -309,6 +312,15 @@ def _folder_version_hint(ck, root) -> tuple[str, str] | None:
             if m:
                 return m.group(1), f"the config ({m.group(0)})"
     return None
+
+
+def _config_of(root) -> Any:
+    """`config`, or a Lightning checkpoint's hyper_parameters.config."""
+    cfg = root.get("config")
+    hp = root.get("hyper_parameters")
+    if cfg is None and isinstance(hp, dict):
+        cfg = hp.get("config")
+    return cfg
 
 
 def _strings(o, depth):
