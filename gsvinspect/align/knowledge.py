@@ -314,7 +314,32 @@ def _version_findings(p: "_Pair", out: list[Finding]) -> None:
                            "informational", [r.target for r in dt]))
 
 
-_FINDERS = (_different_models, _rule_findings, _enc_q_findings, _embedding_findings, _shape_findings, _pro_findings, _gpt_prefix_findings, _wrapper_findings, _file_findings, _version_findings)
+_TRAINED = {Layout.GPT_LIGHTNING: "Lightning training checkpoint", Layout.GPT_WEIGHTS: "GPT_weights export",
+            Layout.SOVITS_G_TRAIN: "training checkpoint (G_*.pth)", Layout.SOVITS_D_TRAIN: "training checkpoint (D_*.pth)",
+            Layout.SOVITS_G_LORA_TRAIN: "LoRA training checkpoint", Layout.SOVITS_WEIGHTS: "SoVITS_weights export",
+            Layout.SOVITS_WEIGHTS_LORA: "LoRA export"}
+_BASES = {Layout.GPT_PRETRAINED: "pretrained GPT", Layout.SOVITS_G_PRETRAINED: "pretrained G",
+          Layout.SOVITS_D_PRETRAINED: "pretrained D"}
+
+
+def swapped_files(pre_ck: Any, ft_ck: Any, pre_name: str = "pretrained", ft_name: str = "fine-tuned") -> str | None:
+    """A sentence when the layouts say the two files were given the wrong way round: the
+    "pretrained" side is a training checkpoint or an export and the "fine-tuned" side a pretrained base."""
+    pre, ft = _layout(pre_ck), _layout(ft_ck)
+    if pre in _TRAINED and ft in _BASES:
+        return (f"the {pre_name} file is a {_TRAINED[pre]} and the {ft_name} file a {_BASES[ft]}: "
+                "the two files look swapped (the pretrained base comes first, then the fine-tune)")
+    return None
+
+
+def _swapped_findings(p: "_Pair", out: list[Finding]) -> None:
+    """Swapped arguments."""
+    said = swapped_files(p.pre_ck, p.ft_ck, p.pre_name, p.ft_name)
+    if said:
+        out.append(Finding("error", "swapped-files", said, []))
+
+
+_FINDERS = (_swapped_findings, _different_models, _rule_findings, _enc_q_findings, _embedding_findings, _shape_findings, _pro_findings, _gpt_prefix_findings, _wrapper_findings, _file_findings, _version_findings)
 
 
 _KIND_WORDS = {"gpt": "GPT (s1) model", "sovits-G": "SoVITS generator", "sovits-G-lora": "SoVITS generator",
@@ -364,10 +389,30 @@ class CheckResult:
     def ok(self) -> bool:
         return not (self.missing or self.unexpected or self.shape_mismatched)
 
+    @property
+    def widths_only(self) -> bool:
+        """Every key there, and the only differences are widths (same ranks): a scaled-down or
+        re-configured network, not a broken file."""
+        return (not self.missing and not self.unexpected and bool(self.shape_mismatched)
+                and all(len(e) == len(f) for _, e, f in self.shape_mismatched))
+
+    @property
+    def verdict(self) -> str:
+        """The one-line answer `check` and `export` both give."""
+        if self.ok:
+            return f"OK: all {self.n_expected} expected keys present with the expected shapes"
+        if self.widths_only:
+            return (f"keys match, widths do not: all {self.n_expected} expected keys present, "
+                    f"{len(self.shape_mismatched)} with non-standard widths; it loads only into a network built "
+                    "from its own config, not upstream's default")
+        return (f"NOT loadable as-is: {len(self.missing)} missing, {len(self.unexpected)} unexpected, "
+                f"{len(self.shape_mismatched)} shape-mismatched (expected {self.n_expected} keys, found {self.n_found})")
+
     def as_dict(self) -> dict:
         return {
             "name": self.name, "description": self.description, "loader": self.loader, "strict": self.strict,
-            "auto": self.auto, "ok": self.ok, "n_expected": self.n_expected, "n_found": self.n_found,
+            "auto": self.auto, "ok": self.ok, "widths_only": self.widths_only, "verdict": self.verdict,
+            "n_expected": self.n_expected, "n_found": self.n_found,
             "missing": self.missing, "unexpected": self.unexpected,
             "shape_mismatched": [{"key": k, "expected": list(e), "found": list(f)}
                                  for k, e, f in self.shape_mismatched],
@@ -442,6 +487,9 @@ def check_against(ck_or_weights: Any, name: str | None = None) -> CheckResult:
                                     pre_name=f"expected ({canonical})", ft_name="checked")
                 if f.code not in ("dtype-differs", "version-mismatch", "different-models")
                 and not (f.code == "peft-wrapped" and canonical.endswith(("-lora", "-lora-export")))]
+    if shapes and not missing and not unexpected and all(len(e) == len(f) for _, e, f in shapes):
+        findings = [f for f in findings if f.code != "shape-differs"]
+        findings.insert(0, _width_finding(shapes, len(expected)))
     if canonical.endswith("-export") and not canonical.endswith("lora-export") and missing == [] and not unexpected:
         findings.append(Finding("info", "export-subset",
                                 "checked as an export: a SoVITS_weights file has no enc_q by design; check "
@@ -450,6 +498,24 @@ def check_against(ck_or_weights: Any, name: str | None = None) -> CheckResult:
                        missing=missing, unexpected=unexpected, shape_mismatched=shapes,
                        n_expected=len(expected), n_found=len(weights), findings=findings, alignment=al,
                        auto=auto)
+
+
+def _width_finding(shapes, n_expected: int) -> Finding:
+    """Same keys and ranks, other widths: say what that means instead of listing a shape error per key."""
+    ratios: dict[str, int] = {}
+    for _, e, f in shapes:
+        for a, b in zip(e, f):
+            if a != b and b:
+                r = f"1/{a // b}" if a > b and a % b == 0 else f"{b}/{a}"
+                ratios[r] = ratios.get(r, 0) + 1
+    common = max(ratios, key=ratios.get) if ratios else "?"
+    key, e, f = shapes[0]
+    return Finding("warning", "nonstandard-widths",
+                   f"{len(shapes)} of {n_expected} tensors differ only in width (e.g. {key} {list(f)} where "
+                   f"upstream's default config has {list(e)}; most differing dimensions are {common} of the "
+                   "default): a scaled-down or re-configured network. Built from upstream's default config, "
+                   "load_state_dict stops with a size mismatch; it loads only into a network built from the "
+                   "file's own config", [k for k, _, _ in shapes])
 
 
 class _KeysOnly:

@@ -21,16 +21,20 @@ from .plan_data import ExportPlan
 
 def plan_export(pre_ck, ft_ck, *, rules=None, layout: str | None = None, dtype: str = "keep",
                 alpha: float | None = None, missing: str = "pretrained", config: str = "plain",
-                suggest: bool = False) -> ExportPlan:
+                suggest: bool = False, allow_swapped: bool = False) -> ExportPlan:
     """Plan exporting `ft_ck` (fine-tuned) onto the structure given by `pre_ck` (pretrained).
 
     Never raises for a problem with the inputs' contents: problems are listed in ``plan.problems``
     (``run_export`` refuses a plan that has any). Raises UsageError for invalid options.
     """
     from ..align.alignment import align
+    from ..align.knowledge import swapped_files
 
     choice = _check_options(layout, dtype, missing, config, alpha)
     problems: list[str] = _entry_mismatches(rules, pre_ck, ft_ck)
+    swapped = swapped_files(pre_ck, ft_ck)
+    if swapped and not allow_swapped:
+        problems.append(f"{swapped}; give PRE then FT, or --allow-swapped if this is really what you mean")
     notes: list[str] = []
     kind, version = _model(pre_ck, ft_ck, problems, notes)
     ft_lora = is_lora(ft_ck)

@@ -269,10 +269,7 @@ class ExportReport:
             rows.append(("  verdict note", n))
         if self.manifest_check:
             m = self.manifest_check
-            rows.append(("expected keys", f"{m['name']}: {m['matched']}/{m['expected']} present, "
-                                          f"{len(m['missing'])} missing, {len(m['unexpected'])} unexpected"
-                                          + (f", {len(m['shape_mismatch'])} shape mismatches"
-                                             if m.get("shapes_checked") else "")))
+            rows.append(("expected keys", f"{m['name']}: {m['verdict']}"))
         return rows
 
     def to_json(self, *, tensors: bool = False) -> dict:
