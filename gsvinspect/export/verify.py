@@ -132,7 +132,7 @@ def _manifest_check(plan: ExportPlan, ck) -> dict | None:
     so both commands give the same verdict (scaled or non-standard widths included)."""
     if plan.manifest_name is None:
         return None
-    from ..align.knowledge import check_against
+    from ..align.check import check_against
 
     r = check_against(ck, plan.manifest_name)
     return {"name": r.name, "expected": r.n_expected, "matched": r.n_expected - len(r.missing),

@@ -8,7 +8,8 @@ from helpers_align import weights
 
 from gsvinspect.align.alignment import align
 from gsvinspect.errors import UsageError
-from gsvinspect.align.knowledge import auto_check_name, check_against, diagnose
+from gsvinspect.align.check import auto_check_name, check_against
+from gsvinspect.align.knowledge import diagnose
 from gsvinspect.load.manifest import expected_weights
 from gsvinspect.meta import Layout, TensorInfo
 from gsvinspect.align.rules import parse_rules

@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 from gsvinspect import synth
-from gsvinspect.align.knowledge import auto_check_name, diagnose
+from gsvinspect.align.check import auto_check_name
+from gsvinspect.align.knowledge import diagnose
 from gsvinspect.align.alignment import align
 from gsvinspect.export.layouts import manifest_name_for, model_kind as export_kind
 from gsvinspect.load.checkpoint import open_checkpoint
