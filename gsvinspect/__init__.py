@@ -35,7 +35,7 @@ _PUBLIC = {
     "load_rules": "gsvinspect.align.rules",
     "suggest_rules": "gsvinspect.align.suggest",
     "diagnose": "gsvinspect.align.knowledge",
-    "check_against": "gsvinspect.align.knowledge",
+    "check_against": "gsvinspect.align.check",
     "compute_stats": "gsvinspect.stats.engine",
     "rollup": "gsvinspect.stats.rollup",
     "spectrum": "gsvinspect.stats.spectrum",

@@ -3,25 +3,22 @@
 A missing `enc_q.*` is not "103 keys missing": it means the file is a SoVITS_weights export and,
 used as `pretrained_s2G`, trains with a random posterior encoder because GPT-SoVITS loads it with
 `strict=False` and says nothing. This module turns an `Alignment` (plus what the loader detected
-about each file) into such findings, and checks a single file against the key set GPT-SoVITS's
-loader expects for a model version (FORMATS.md §3.4, §5, §7, §8, §11).
+about each file) into such findings (FORMATS.md §3.4, §5, §7, §8, §11); `align.check` uses them to
+check a single file against the key set GPT-SoVITS's loader expects. `check_against`,
+`auto_check_name` and `CheckResult` are reachable from here too, for existing callers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
-from .alignment import Alignment, Row, Status, align
-from ..load.detect import GPT_EMBED, SOVITS_EMBED
-from ..errors import UsageError
-from ..load.manifest import G_VERSIONS, LORA_VERSIONS, describe_name, expected_weights, manifest_names, resolve_name
+from .alignment import Alignment, Row, Status
+from ..load.identity import GPT_EMBED, SOVITS_EMBED, WRAPPERS, model_kind as _kind, strip_wrapper, wrapper_prefix
 from ..meta import Layout, TensorInfo
 
 SEVERITIES = ("error", "warning", "info")
 PRO_PREFIXES = ("sv_emb.", "ge_to512.", "prelu.")
-WRAPPERS = {"module.": "DistributedDataParallel", "_orig_mod.": "torch.compile", "net_g.": "training wrapper"}
-_GPT_MARKERS = ("ar_text_embedding", "ar_audio_embedding", "h.layers.", "ar_predict_layer", "bert_proj")
 _SYMBOL_ROWS = {322: "v1 symbol set (322 symbols)", 732: "v2 symbol set (732 symbols)"}
 _GPT_ROWS = {512: "v1 phoneme vocabulary (512, s1longer.yaml)", 732: "v2 phoneme vocabulary (732, s1longer-v2.yaml)"}
 
@@ -52,36 +49,6 @@ def _keys_of(ck: Any) -> list[str]:
     return list(w) if w is not None else []
 
 
-def _kind(keys: list[str]) -> str:
-    """gpt | sovits-G | sovits-G-lora | sovits-D | vocoder | other (wrapper prefixes ignored)."""
-    base = _strip_wrapper(keys)
-    if not base:
-        return "other"
-    n = len(base)
-    if any(m in k for k in base[:64] for m in _GPT_MARKERS) and not any(k.startswith(("enc_p.", "dec.")) for k in base):
-        return "gpt"
-    if any(".lora_A." in k or ".lora_B." in k for k in base):
-        return "sovits-G-lora"
-    if sum(k.startswith("discriminators.") for k in base) > 0.9 * n:
-        return "sovits-D"
-    if any(k.startswith(("enc_p.", "dec.", "cfm.", "ref_enc.", "quantizer.", "enc_q.", "flow.")) for k in base):
-        return "sovits-G"
-    if any(k.startswith("conv_pre.") for k in base):
-        return "vocoder"
-    return "other"
-
-
-def _strip_wrapper(keys: list[str]) -> list[str]:
-    for _ in range(3):
-        for p in WRAPPERS:
-            if keys and all(k.startswith(p) for k in keys):
-                keys = [k[len(p):] for k in keys]
-                break
-        else:
-            break
-    return keys
-
-
 def _few(keys: list[str], n: int = 3) -> str:
     shown = ", ".join(keys[:n])
     return shown + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
@@ -102,26 +69,64 @@ def diagnose(pre_ck: Any, ft_ck: Any, alignment: Alignment, *,
 
     Ordered errors first, then warnings, then info.
     """
-    al = alignment
+    p = _Pair.of(pre_ck, ft_ck, alignment, pre_name, ft_name)
     out: list[Finding] = []
-    rows = al.rows
-    pre_keys = _keys_of(pre_ck) or [r.pre_key for r in rows if r.pre_key is not None]
-    ft_keys = _keys_of(ft_ck) or [r.ft_key for r in rows if r.ft_key is not None]
-    pre_kind, ft_kind = _kind(pre_keys), _kind(ft_keys)
-    ft_layout = _layout(ft_ck)
-    is_gpt = "gpt" in (pre_kind, ft_kind)
-    by_status: dict[Status, list[Row]] = {s: [] for s in Status}
-    for r in rows:
-        by_status[r.status].append(r)
+    for step in _FINDERS:
+        step(p, out)
+    order = {s: i for i, s in enumerate(SEVERITIES)}
+    out.sort(key=lambda f: order.get(f.severity, 9))
+    return out
 
-    # -- different models altogether --------------------------------------------------------
+
+@dataclass
+class _Pair:
+    """What every finder looks at: the two sides, their keys and kinds, the rows by status."""
+
+    al: Alignment
+    rows: list[Row]
+    pre_ck: Any
+    ft_ck: Any
+    pre_name: str
+    ft_name: str
+    pre_keys: list[str]
+    ft_keys: list[str]
+    pre_kind: str
+    ft_kind: str
+    ft_layout: Layout | None
+    is_gpt: bool
+    by_status: dict[Status, list[Row]]
+    explained: set[str] = field(default_factory=set)
+
+    @property
+    def sides(self):
+        return (("ft", self.ft_keys, self.ft_name, self.ft_kind), ("pre", self.pre_keys, self.pre_name, self.pre_kind))
+
+    @classmethod
+    def of(cls, pre_ck, ft_ck, al: Alignment, pre_name: str, ft_name: str) -> "_Pair":
+        rows = al.rows
+        pre_keys = _keys_of(pre_ck) or [r.pre_key for r in rows if r.pre_key is not None]
+        ft_keys = _keys_of(ft_ck) or [r.ft_key for r in rows if r.ft_key is not None]
+        pre_kind, ft_kind = _kind(pre_keys), _kind(ft_keys)
+        by_status: dict[Status, list[Row]] = {s: [] for s in Status}
+        for r in rows:
+            by_status[r.status].append(r)
+        return cls(al, rows, pre_ck, ft_ck, pre_name, ft_name, pre_keys, ft_keys, pre_kind, ft_kind,
+                   _layout(ft_ck), "gpt" in (pre_kind, ft_kind), by_status)
+
+
+def _different_models(p: "_Pair", out: list[Finding]) -> None:
+    """Different models altogether."""
+    pre_kind, ft_kind, pre_name, ft_name = p.pre_kind, p.ft_kind, p.pre_name, p.ft_name
     families = {"sovits-G-lora": "sovits-G"}
     if "other" not in (pre_kind, ft_kind) and families.get(pre_kind, pre_kind) != families.get(ft_kind, ft_kind):
         out.append(Finding("error", "different-models",
                            f"the {pre_name} file holds a {_KIND_WORDS[pre_kind]} and the {ft_name} file a "
                            f"{_KIND_WORDS[ft_kind]}: they are different networks, so most keys cannot pair"))
 
-    # -- conflicts, dead rules ----------------------------------------------------------------
+
+def _rule_findings(p: "_Pair", out: list[Finding]) -> None:
+    """Conflicts, dead rules."""
+    al = p.al
     for target, sources in al.conflicts:
         row = al.row_for(target)
         rule = (" by " + ", ".join(_rule_name(al, i) for i in row.rules)) if row is not None and row.rules else ""
@@ -133,7 +138,11 @@ def diagnose(pre_ck: Any, ft_ck: Any, alignment: Alignment, *,
         out.append(Finding("warning", "dead-rule",
                            f"{_rule_name(al, i)} matched no key: a typo, or a rule for another file", []))
 
-    # -- enc_q --------------------------------------------------------------------------------
+
+def _enc_q_findings(p: "_Pair", out: list[Finding]) -> None:
+    """Enc_q."""
+    rows, pre_keys, ft_keys, ft_layout = p.rows, p.pre_keys, p.ft_keys, p.ft_layout
+    by_status, pre_name, ft_name, pre_ck, ft_ck = p.by_status, p.pre_name, p.ft_name, p.pre_ck, p.ft_ck
     missing_q = [r.target for r in by_status[Status.MISSING] if "enc_q" in r.target]
     ft_has_q = any("enc_q" in k for k in ft_keys)
     paired_q = any(r.ft is not None and r.pre is not None and "enc_q" in r.target for r in rows)
@@ -161,7 +170,10 @@ def diagnose(pre_ck: Any, ft_ck: Any, alignment: Alignment, *,
                            f"{len(unexpected_q)} enc_q.* keys; compare against a file that keeps enc_q "
                            "(pretrained s2G or G_*.pth)", unexpected_q))
 
-    # -- text embedding sizes -------------------------------------------------------------------
+
+def _embedding_findings(p: "_Pair", out: list[Finding]) -> None:
+    """Text embedding sizes."""
+    al, pre_name, ft_name = p.al, p.pre_name, p.ft_name
     explained: set[str] = set()
     for key, table, what in ((SOVITS_EMBED, _SYMBOL_ROWS, "text embedding"),
                              (GPT_EMBED, _GPT_ROWS, "GPT phoneme embedding")):
@@ -178,8 +190,12 @@ def diagnose(pre_ck: Any, ft_ck: Any, alignment: Alignment, *,
         out.append(Finding("error", code,
                            f"{what} {key} has {a} rows in the {pre_name} file ({table.get(a, 'unknown set')}) "
                            f"and {b} in the {ft_name} file ({table.get(b, 'unknown set')}).{why}", [key]))
+    p.explained = explained
 
-    # -- shape mismatches -------------------------------------------------------------------
+
+def _shape_findings(p: "_Pair", out: list[Finding]) -> None:
+    """Shape mismatches."""
+    is_gpt, by_status, explained = p.is_gpt, p.by_status, p.explained
     shape_rows = [r for r in by_status[Status.SHAPE_DIFFERS] if r.target not in explained]
     if shape_rows:
         keys = [r.target for r in shape_rows]
@@ -194,7 +210,10 @@ def diagnose(pre_ck: Any, ft_ck: Any, alignment: Alignment, *,
                    "stops with a size-mismatch error even with strict=False")
         out.append(Finding("error", "shape-differs", msg, keys))
 
-    # -- v2Pro branch -----------------------------------------------------------------------
+
+def _pro_findings(p: "_Pair", out: list[Finding]) -> None:
+    """V2Pro branch."""
+    by_status, pre_name, ft_name, pre_ck = p.by_status, p.pre_name, p.ft_name, p.pre_ck
     pro_missing = [r.target for r in by_status[Status.MISSING] if r.target.startswith(PRO_PREFIXES)]
     pro_extra = [r.target for r in by_status[Status.UNEXPECTED] if r.target.startswith(PRO_PREFIXES)]
     if pro_missing:
@@ -207,10 +226,13 @@ def diagnose(pre_ck: Any, ft_ck: Any, alignment: Alignment, *,
                            f"({_few(pro_extra)}) that the {pre_name} network lacks; loaded into a plain v2 net "
                            "(strict=False) exactly these keys are ignored", pro_extra))
 
-    # -- GPT prefix --------------------------------------------------------------------------
-    sides = (("ft", ft_keys, ft_name, ft_kind), ("pre", pre_keys, pre_name, pre_kind))
+
+def _gpt_prefix_findings(p: "_Pair", out: list[Finding]) -> None:
+    """GPT prefix."""
+    al, rows = p.al, p.rows
+    sides = p.sides
     for side, keys, name, kind in sides:
-        base = _strip_wrapper(keys)
+        base = strip_wrapper(keys)
         if kind == "gpt" and base and sum(k.startswith("model.") for k in base) < 0.5 * len(base):
             fixed = side == "ft" and any(r.rules for r in rows) and al.n_paired >= 0.9 * len(base)
             out.append(Finding(
@@ -221,16 +243,20 @@ def diagnose(pre_ck: Any, ft_ck: Any, alignment: Alignment, *,
                                      if fixed else "Add the rule add_prefix = 'model.' (gsvinspect rules suggest)."),
                 base[:1]))
 
-    # -- wrapper prefixes, peft -------------------------------------------------------------
+
+def _wrapper_findings(p: "_Pair", out: list[Finding]) -> None:
+    """Wrapper prefixes, peft."""
+    rows, ft_keys, ft_layout = p.rows, p.ft_keys, p.ft_layout
+    by_status, ft_name, ft_ck, sides = p.by_status, p.ft_name, p.ft_ck, p.sides
     for _, keys, name, kind in sides:
-        for p, who in WRAPPERS.items():
-            if keys and all(k.startswith(p) for k in keys):
-                consequence = ("a strict load fails" if kind == "gpt" else
-                               "GPT-SoVITS's strict=False loads would skip every key and train from random weights")
-                out.append(Finding("warning", "wrapper-prefix",
-                                   f"every key of the {name} file starts with {p!r} ({who}); {consequence}. "
-                                   "A strip_prefix rule lines them up; an export writes plain names.", []))
-                break
+        prefix = wrapper_prefix(keys)
+        if prefix:
+            who = ", ".join(dict.fromkeys(WRAPPERS[w + "."] for w in prefix.split(".")[:-1]))
+            consequence = ("a strict load fails" if kind == "gpt" else
+                           "GPT-SoVITS's strict=False loads would skip every key and train from random weights")
+            out.append(Finding("warning", "wrapper-prefix",
+                               f"every key of the {name} file starts with {prefix!r} ({who}); {consequence}. "
+                               "A strip_prefix rule lines them up; an export writes plain names.", []))
     peft = [k for k in ft_keys if ".base_model.model." in k or k.startswith("base_model.model.")]
     if peft:
         out.append(Finding("warning", "peft-wrapped",
@@ -251,7 +277,10 @@ def diagnose(pre_ck: Any, ft_ck: Any, alignment: Alignment, *,
                            "GPT-SoVITS takes everything else from the official s2Gv3/s2Gv4 at load time, so the "
                            "missing base keys are missing by design", []))
 
-    # -- file-level facts that matter for using the file as a base --------------------------
+
+def _file_findings(p: "_Pair", out: list[Finding]) -> None:
+    """File-level facts that matter for using the file as a base."""
+    ft_layout, pre_name, ft_name, pre_ck, ft_ck = p.ft_layout, p.pre_name, p.ft_name, p.pre_ck, p.ft_ck
     for ck, name in ((ft_ck, ft_name), (pre_ck, pre_name)):
         header = getattr(ck, "header", b"PK")
         if isinstance(header, (bytes, bytearray)) and header[:1].isdigit():
@@ -265,7 +294,11 @@ def diagnose(pre_ck: Any, ft_ck: Any, alignment: Alignment, *,
                            "neither s1 training (pretrained_s1) nor inference can read it as it is; export it to "
                            "{weight, config} (fp16, the pretrained layout)", []))
 
-    # -- versions, dtypes ------------------------------------------------------------------
+
+def _version_findings(p: "_Pair", out: list[Finding]) -> None:
+    """Versions, dtypes."""
+    pre_kind, by_status, pre_name = p.pre_kind, p.by_status, p.pre_name
+    ft_name, pre_ck, ft_ck = p.ft_name, p.pre_ck, p.ft_ck
     pv, fv = _version(pre_ck), _version(ft_ck)
     if pv != "unknown" and fv != "unknown" and pv != fv and not _same_net(pre_kind, pv, fv):
         out.append(Finding("warning", "version-mismatch",
@@ -277,9 +310,34 @@ def diagnose(pre_ck: Any, ft_ck: Any, alignment: Alignment, *,
                            f"{len(dt)} tensors differ only in dtype ({', '.join(pairs)}): pretrained files and "
                            "exports are fp16, training checkpoints fp32; GPT-SoVITS casts on load, so this is "
                            "informational", [r.target for r in dt]))
-    order = {s: i for i, s in enumerate(SEVERITIES)}
-    out.sort(key=lambda f: order.get(f.severity, 9))
-    return out
+
+
+_TRAINED = {Layout.GPT_LIGHTNING: "Lightning training checkpoint", Layout.GPT_WEIGHTS: "GPT_weights export",
+            Layout.SOVITS_G_TRAIN: "training checkpoint (G_*.pth)", Layout.SOVITS_D_TRAIN: "training checkpoint (D_*.pth)",
+            Layout.SOVITS_G_LORA_TRAIN: "LoRA training checkpoint", Layout.SOVITS_WEIGHTS: "SoVITS_weights export",
+            Layout.SOVITS_WEIGHTS_LORA: "LoRA export"}
+_BASES = {Layout.GPT_PRETRAINED: "pretrained GPT", Layout.SOVITS_G_PRETRAINED: "pretrained G",
+          Layout.SOVITS_D_PRETRAINED: "pretrained D"}
+
+
+def swapped_files(pre_ck: Any, ft_ck: Any, pre_name: str = "pretrained", ft_name: str = "fine-tuned") -> str | None:
+    """A sentence when the layouts say the two files were given the wrong way round: the
+    "pretrained" side is a training checkpoint or an export and the "fine-tuned" side a pretrained base."""
+    pre, ft = _layout(pre_ck), _layout(ft_ck)
+    if pre in _TRAINED and ft in _BASES:
+        return (f"the {pre_name} file is a {_TRAINED[pre]} and the {ft_name} file a {_BASES[ft]}: "
+                "the two files look swapped (the pretrained base comes first, then the fine-tune)")
+    return None
+
+
+def _swapped_findings(p: "_Pair", out: list[Finding]) -> None:
+    """Swapped arguments."""
+    said = swapped_files(p.pre_ck, p.ft_ck, p.pre_name, p.ft_name)
+    if said:
+        out.append(Finding("error", "swapped-files", said, []))
+
+
+_FINDERS = (_swapped_findings, _different_models, _rule_findings, _enc_q_findings, _embedding_findings, _shape_findings, _pro_findings, _gpt_prefix_findings, _wrapper_findings, _file_findings, _version_findings)
 
 
 _KIND_WORDS = {"gpt": "GPT (s1) model", "sovits-G": "SoVITS generator", "sovits-G-lora": "SoVITS generator",
@@ -305,153 +363,11 @@ def _lora_rank(ck: Any, lora_a: list[TensorInfo]) -> int | None:
     return None
 
 
-# ---------------------------------------------------------------------------------------------
-# one file against the key set a GPT-SoVITS loader expects
+def __getattr__(name: str):
+    """`check_against`, `auto_check_name`, `CheckResult` moved to `align.check` (imported on use:
+    that module builds on this one)."""
+    if name in ("check_against", "auto_check_name", "CheckResult"):
+        from . import check
 
-@dataclass(slots=True)
-class CheckResult:
-    """What GPT-SoVITS's loader would find loading one file into the network `name`."""
-
-    name: str
-    description: str
-    loader: str                                   # how upstream loads it (strictness, consequence)
-    strict: bool
-    missing: list[str]
-    unexpected: list[str]
-    shape_mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]]   # key, expected, found
-    n_expected: int
-    n_found: int
-    findings: list[Finding] = field(default_factory=list)
-    alignment: Alignment | None = None
-    auto: bool = False                             # name picked from the detected layout/version
-
-    @property
-    def ok(self) -> bool:
-        return not (self.missing or self.unexpected or self.shape_mismatched)
-
-    def as_dict(self) -> dict:
-        return {
-            "name": self.name, "description": self.description, "loader": self.loader, "strict": self.strict,
-            "auto": self.auto, "ok": self.ok, "n_expected": self.n_expected, "n_found": self.n_found,
-            "missing": self.missing, "unexpected": self.unexpected,
-            "shape_mismatched": [{"key": k, "expected": list(e), "found": list(f)}
-                                 for k, e, f in self.shape_mismatched],
-            "findings": [f.as_dict() for f in self.findings],
-        }
-
-
-_LOADERS = {
-    "gpt": (True, "s1 training (pretrained_s1) and inference call load_state_dict strictly: any missing, "
-                  "unexpected or shape-mismatched key is a load error"),
-    "sovits-G": (False, "s2_train.py loads pretrained_s2G with strict=False: missing keys stay randomly "
-                        "initialised without a word, unexpected keys are ignored, a shape mismatch is still "
-                        "a load error; resuming (utils.load_checkpoint) keeps the fresh init for missing and "
-                        "shape-mismatched keys"),
-    "sovits-G-v3": (False, "s2_train_v3_lora.py loads pretrained_s2G with strict=False before peft wrapping: "
-                           "keys must be plain (cfm.estimator.…); missing keys stay random silently"),
-    "sovits-G-lora": (False, "resuming LoRA training (utils.load_checkpoint) copies keys by name: missing or "
-                             "shape-mismatched keys keep the fresh init and only print a line"),
-    "sovits-G-lora-export": (False, "inference wraps the official base with peft and loads this file with "
-                                    "strict=False: missing adapters stay at their init (B = 0, no effect)"),
-    "sovits-D": (False, "s2_train.py loads pretrained_s2D with strict=False on CUDA but strictly on CPU"),
-    "vocoder": (True, "the v4 vocoder is loaded strictly"),
-}
-
-
-def auto_check_name(ck: Any) -> str | None:
-    """The expected-key set to check a file against, from its detected layout and version."""
-    layout, v = _layout(ck), _version(ck)
-    keys = _keys_of(ck)
-    kind = _kind(keys)
-    if layout is not None and layout.is_gpt or kind == "gpt":
-        return "gpt-v1" if v == "v1" else "gpt-v2"
-    if layout is Layout.VOCODER or kind == "vocoder":
-        return "vocoder-v4"
-    if layout in (Layout.SOVITS_D_PRETRAINED, Layout.SOVITS_D_TRAIN) or kind == "sovits-D":
-        return "sovits-D-v2Pro" if "Pro" in v else "sovits-D-v1"
-    lora_v = v if v in LORA_VERSIONS else "v3"
-    if layout is Layout.SOVITS_WEIGHTS_LORA:
-        return f"sovits-G-{lora_v}-lora-export"
-    if layout is Layout.SOVITS_G_LORA_TRAIN or kind == "sovits-G-lora":
-        return f"sovits-G-{lora_v}-lora"
-    if kind == "sovits-G" or (layout is not None and layout.is_sovits):
-        if v in G_VERSIONS:
-            return f"sovits-G-{v}"
-        if any(k.startswith("cfm.") for k in keys):
-            return "sovits-G-v3"
-        return "sovits-G-v2"
-    return None
-
-
-def _loader_for(name: str) -> tuple[bool, str]:
-    if name.startswith("gpt-"):
-        return _LOADERS["gpt"]
-    if name.startswith("vocoder"):
-        return _LOADERS["vocoder"]
-    if name.startswith("sovits-D"):
-        return _LOADERS["sovits-D"]
-    if name.endswith("-lora-export"):
-        return _LOADERS["sovits-G-lora-export"]
-    if name.endswith("-lora"):
-        return _LOADERS["sovits-G-lora"]
-    if name in ("sovits-G-v3", "sovits-G-v4"):
-        return _LOADERS["sovits-G-v3"]
-    return _LOADERS["sovits-G"]
-
-
-def check_against(ck_or_weights: Any, name: str | None = None) -> CheckResult:
-    """Compare one file (a Checkpoint, or a key -> TensorInfo mapping) with the expected set `name`.
-
-    `name` None: picked from the detected layout/version (UsageError when nothing fits).
-    Reports exactly what `load_state_dict` would: missing, unexpected, shape-mismatched keys (dtype
-    never matters: the loaders cast), plus the GPT-SoVITS findings that follow from them.
-    """
-    ck = ck_or_weights if hasattr(ck_or_weights, "weights") else _KeysOnly(ck_or_weights)
-    weights: Mapping[str, TensorInfo] = ck.weights
-    auto = name is None
-    if name is None:
-        name = auto_check_name(ck)
-        if name is None:
-            raise UsageError("cannot tell which GPT-SoVITS network this file holds; pass --as NAME "
-                             f"({', '.join(manifest_names())})")
-    rank = _lora_rank(ck, [t for k, t in weights.items() if ".lora_A." in k]) or 32
-    canonical = resolve_name(name)
-    expected = expected_weights(canonical, rank=rank)
-    al = align(expected, weights)
-    missing = [r.target for r in al.rows if r.status is Status.MISSING]
-    unexpected = [r.target for r in al.rows if r.status is Status.UNEXPECTED]
-    shapes = [(r.target, tuple(r.pre.shape), tuple(r.ft.shape)) for r in al.rows if r.status is Status.SHAPE_DIFFERS]
-    strict, loader = _loader_for(canonical)
-    ref = _Reference(canonical, expected)
-    findings = [f for f in diagnose(ref, ck, al,
-                                    pre_name=f"expected ({canonical})", ft_name="checked")
-                if f.code not in ("dtype-differs", "version-mismatch", "different-models")
-                and not (f.code == "peft-wrapped" and canonical.endswith(("-lora", "-lora-export")))]
-    if canonical.endswith("-export") and not canonical.endswith("lora-export") and missing == [] and not unexpected:
-        findings.append(Finding("info", "export-subset",
-                                "checked as an export: a SoVITS_weights file has no enc_q by design; check "
-                                f"it --as {canonical[:-len('-export')]} to see what a training run would miss", []))
-    return CheckResult(name=canonical, description=describe_name(canonical), loader=loader, strict=strict,
-                       missing=missing, unexpected=unexpected, shape_mismatched=shapes,
-                       n_expected=len(expected), n_found=len(weights), findings=findings, alignment=al,
-                       auto=auto)
-
-
-class _KeysOnly:
-    """A stand-in checkpoint with nothing but weights (keys-only callers)."""
-
-    layout = None
-    version = "unknown"
-    header = b"PK"
-    root = None
-
-    def __init__(self, weights: Mapping[str, TensorInfo]):
-        self.weights = weights
-
-
-class _Reference(_KeysOnly):
-    """The expected set, dressed as a checkpoint for `diagnose`."""
-
-    def __init__(self, name: str, weights: Mapping[str, TensorInfo]):
-        super().__init__(weights)
-        self.version = name.split("-")[2] if name.startswith("sovits-") else name.split("-")[1]
+        return getattr(check, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

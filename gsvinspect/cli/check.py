@@ -34,7 +34,7 @@ def run(args) -> int:
     from ..load.checkpoint import open_checkpoint
     from ..report.diff import FileSide, check_to_json, render_check_markdown, render_check_text
     from ..errors import UsageError
-    from ..align.knowledge import check_against
+    from ..align.check import check_against
     from ..load.manifest import describe_name, manifest_names, resolve_name
     from ..report.output import console, emit_json
 

@@ -38,6 +38,8 @@ def add_parser(sub) -> None:
                    help="keys the fine-tuned file lacks (or has in another shape): fill from PRE, or refuse")
     p.add_argument("--config", default="plain", choices=CONFIG_CHOICES,
                    help="plain: write an HParams-like config as a plain dict; keep: unchanged")
+    p.add_argument("--allow-swapped", action="store_true",
+                   help="export even when PRE is a training checkpoint or export and FT a pretrained base")
     p.add_argument("--force", action="store_true", help="replace an existing OUT")
     p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -87,12 +89,15 @@ def run(args) -> int:
     with open_with_entry(args.pretrained, trust=args.trust, weights_entry=entry) as pre, \
             open_with_entry(args.finetuned, trust=args.trust, weights_entry=entry) as ft:
         plan = plan_export(pre, ft, rules=rules, layout=args.layout, dtype=args.dtype, alpha=args.alpha,
-                           missing=args.missing, config=args.config, suggest=args.suggest)
+                           missing=args.missing, config=args.config, suggest=args.suggest,
+                           allow_swapped=args.allow_swapped)
         if args.dry_run:
             if args.json:
-                emit_json({"dry_run": True, **plan.to_json(tensors=args.tensors)})
+                emit_json({"dry_run": True, "out": args.output, **plan.to_json(tensors=args.tensors)})
             else:
-                _table(con, "export plan (dry run: nothing written)", plan.describe())
+                rows = plan.describe()
+                rows.insert(2, ("output", args.output or "(none given: add -o OUT to write)"))
+                _table(con, "export plan (dry run: nothing written)", rows)
                 _list(con, "filled from pretrained", plan.filled())
                 _list(con, "dropped", plan.dropped)
             return 0 if plan.ok else 1

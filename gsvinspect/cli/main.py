@@ -16,7 +16,7 @@ from .. import __version__
 from ..errors import CheckpointError, GsvError, UsageError
 
 # Order is the order shown in --help.
-COMMAND_MODULES = ("info", "ls", "diff", "check", "scan", "rules", "export", "open", "demo", "serve")
+COMMAND_MODULES = ("info", "ls", "diff", "check", "scan", "rules", "export", "repair", "open", "demo", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

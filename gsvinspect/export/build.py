@@ -51,8 +51,55 @@ def _config_value(plan: ExportPlan) -> Any:
     for ck in (plan.ft, plan.pre):
         found = find_config(ck)
         if found is not None:
-            return materialize(ck, found[0], plain=plan.config_mode == "plain")
+            cfg = materialize(ck, found[0], plain=plan.config_mode == "plain")
+            return with_version(cfg, plan.version, sovits=plan.kind != "gpt")
     return None
+
+
+def with_version(cfg: Any, version: str, *, sovits: bool) -> Any:
+    """`cfg` with ``model.version`` (and, for SoVITS, the top-level ``version`` upstream's
+    training hparams carry) set to `version`: where GPT-SoVITS's savers put it and other engines
+    look for it (FORMATS §6). Placeholders (``--config keep``) are copied, never changed in place."""
+    from ..meta import VERSIONS
+
+    if version not in VERSIONS:
+        return cfg
+    fields = _fields(cfg)
+    if fields is None:
+        return cfg
+    if isinstance(cfg, Opaque):
+        cfg = _copy_opaque(cfg)
+        fields = cfg.state
+    model = fields.get("model")
+    if isinstance(model, Opaque) and isinstance(model.state, dict):
+        model = _copy_opaque(model)
+        model.state["version"] = version
+    elif isinstance(model, dict):
+        model = type(model)(model)
+        model["version"] = version
+    elif model is None:
+        model = {"version": version}
+    else:
+        return cfg
+    fields["model"] = model
+    if sovits:
+        fields["version"] = version
+    return cfg
+
+
+def _fields(cfg: Any) -> dict | None:
+    if isinstance(cfg, dict):
+        return cfg
+    if isinstance(cfg, Opaque) and not cfg.args and isinstance(cfg.state, dict):
+        return cfg.state
+    return None
+
+
+def _copy_opaque(o: Opaque) -> Opaque:
+    new = object.__new__(type(o))
+    new.__dict__.update(o.__dict__)
+    new.state = dict(o.state)
+    return new
 
 
 def _scaler_value(plan: ExportPlan) -> Any:

@@ -7,11 +7,11 @@ and the `info` text. Pure metadata: no torch, no numpy.
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from typing import Any
 
 from .. import __version__
-from ..errors import UsageError
 from ..load.safe_unpickle import Opaque
 from ..meta import Layout
 from .plan_data import Entry, TensorSource
@@ -20,22 +20,14 @@ BASE_LAYOUT = {"gpt": Layout.GPT_PRETRAINED, "sovits-g": Layout.SOVITS_G_PRETRAI
                "sovits-d": Layout.SOVITS_D_PRETRAINED}
 
 
+_EXPORT_KIND = {"gpt": "gpt", "sovits-G": "sovits-g", "sovits-G-lora": "sovits-g", "sovits-D": "sovits-d"}
+
+
 def model_kind(ck) -> str:
-    lay = ck.layout
-    if lay.is_gpt:
-        return "gpt"
-    if lay in (Layout.SOVITS_D_PRETRAINED, Layout.SOVITS_D_TRAIN):
-        return "sovits-d"
-    if lay.is_sovits:
-        return "sovits-g"
-    keys = list(ck.weights)
-    if any(".ar_text_embedding." in k or k.startswith("model.h.") for k in keys):
-        return "gpt"
-    if any(k.split(".")[0] == "discriminators" or ".discriminators." in k for k in keys):
-        return "sovits-d"
-    if any(k.startswith(("enc_p.", "dec.", "cfm.", "ref_enc.")) or ".enc_p." in k for k in keys):
-        return "sovits-g"
-    return "unknown"
+    """gpt | sovits-g | sovits-d | unknown: the identity's kind in the export's words."""
+    from ..load.identity import kind_of
+
+    return _EXPORT_KIND.get(kind_of(ck), "unknown")
 
 
 def is_lora(ck) -> bool:
@@ -74,27 +66,19 @@ def describe_config(cfg: Any) -> str:
 
 
 def manifest_name_for(kind: str, version: str, layout_choice: str, lora_form: bool) -> str | None:
-    from ..load.manifest import resolve_name
+    """The key set the output is checked against (the identity's name for it)."""
+    from ..load.identity import manifest_name
 
-    if kind == "gpt":
-        name = f"gpt-{version}"
-    elif kind == "sovits-d":
-        name = f"sovits-D-{version}"
-    elif kind == "sovits-g":
-        if lora_form and layout_choice == "same":
-            name = f"sovits-G-{version}-lora"
-        elif lora_form:
-            name = f"sovits-G-{version}-lora-export"
+    model = {"gpt": "gpt", "sovits-g": "sovits-G", "sovits-d": "sovits-D"}.get(kind)
+    if model is None:
+        return None
+    subset = None
+    if kind == "sovits-g":
+        if lora_form:
+            subset = "lora" if layout_choice == "same" else "lora-export"
         elif layout_choice == "sovits-weights":
-            name = f"sovits-G-{version}-export"
-        else:
-            name = f"sovits-G-{version}"
-    else:
-        return None
-    try:
-        return resolve_name(name)
-    except UsageError:
-        return None
+            subset = "export"
+    return manifest_name(model, version, subset=subset)
 
 
 def is_full_size(tensors: list[TensorSource], manifest_name: str | None, rank: int | None) -> bool:
@@ -138,20 +122,43 @@ def size_rule_for(kind: str, version: str, layout_choice: str, header: bytes) ->
 
 
 
-def info_text(pre_ck, ft_ck, alpha, rules, view, version: str, what: str) -> str:
+def upstream_info(choice: str, kind: str, version: str, ft_ck, lora_form: bool) -> str:
+    """The `info` string GPT-SoVITS's own saver writes for this layout (FORMATS §3.3, §4.1, §6):
+    ``GPT-e<N>`` (GPT_weights), ``<E>epoch_<S>iteration`` (SoVITS_weights, LoRA too),
+    ``pretrained_s2G_<v>`` (base G; ``pretrained_s1_<v>`` / ``pretrained_s2D_<v>`` by analogy)."""
+    inf = ft_ck.extras.get("info")
+    inf = inf if isinstance(inf, str) else ""
+    if choice == "gpt-weights":
+        m = re.match(r"GPT-e(\d+)\b", inf)
+        epoch = ft_ck.extras.get("epoch")
+        n = m.group(1) if m else (epoch + 1 if isinstance(epoch, int) and not isinstance(epoch, bool) else 0)
+        return f"GPT-e{n}"
+    if choice == "sovits-weights" or (lora_form and choice != "same"):
+        m = re.match(r"(\d+)epoch_(\d+)iteration\b", inf)
+        if m:
+            return m.group(0)
+        it = ft_ck.extras.get("iteration")
+        epoch = it if isinstance(it, int) and not isinstance(it, bool) else 0
+        step = re.search(r"G_(\d+)\.pth$", ft_ck.path.name)
+        return f"{epoch}epoch_{step.group(1) if step else 0}iteration"
+    what = {"gpt": "s1", "sovits-g": "s2G", "sovits-d": "s2D"}.get(kind, kind)
+    return f"pretrained_{what}_{version}"
+
+
+def info_text(pre_ck, ft_ck, alpha, rules, view, version: str, what: str, upstream: str) -> str:
+    """`upstream` first (what GPT-SoVITS and its ecosystem parse), then where the file came from."""
     def with_info(ck):
         inf = ck.extras.get("info")
         return f"{ck.path.name} ({inf})" if isinstance(inf, str) and inf else ck.path.name
 
-    # the version as a word of its own: inference-side tools read v3/v4 from `info` (FORMATS §4.1)
-    bits = [f"gsvinspect {__version__}: {version} {what} from {with_info(ft_ck)} over {with_info(pre_ck)}"]
+    bits = [f"{upstream} (gsvinspect {__version__}: {version} {what} from {with_info(ft_ck)} over {with_info(pre_ck)}"]
     if view is not None:
         bits.append(f"LoRA rank {view.rank} merged")
     if alpha is not None:
         bits.append(f"alpha {alpha}")
     if rules is not None and getattr(rules, "has_alphas", False):
         bits.append("per-module alphas")
-    return "; ".join(bits)
+    return "; ".join(bits) + ")"
 
 
 def plan_entries(choice, kind, pre_ck, ft_ck, scaler_where, scaler_from, config_source, have_config, lora_form):

@@ -10,9 +10,10 @@ follow. Problems with the inputs' contents never raise: they are listed in ``pla
 from __future__ import annotations
 
 from ..errors import UsageError
+from ..load.identity import identify
 from ..meta import VERSIONS
 from .layouts import (describe_config, find_config, info_text, is_full_size, is_lora, manifest_name_for,
-                      model_kind, plan_entries, size_rule_for, target_layout)
+                      model_kind, plan_entries, size_rule_for, target_layout, upstream_info)
 from .mixing import check_alpha, ft_view, plan_tensors
 from .options import CONFIG_CHOICES, DTYPE_CHOICES, LAYOUT_ALIASES, LAYOUT_CHOICES, MISSING_CHOICES
 from .plan_data import ExportPlan
@@ -20,16 +21,20 @@ from .plan_data import ExportPlan
 
 def plan_export(pre_ck, ft_ck, *, rules=None, layout: str | None = None, dtype: str = "keep",
                 alpha: float | None = None, missing: str = "pretrained", config: str = "plain",
-                suggest: bool = False) -> ExportPlan:
+                suggest: bool = False, allow_swapped: bool = False) -> ExportPlan:
     """Plan exporting `ft_ck` (fine-tuned) onto the structure given by `pre_ck` (pretrained).
 
     Never raises for a problem with the inputs' contents: problems are listed in ``plan.problems``
     (``run_export`` refuses a plan that has any). Raises UsageError for invalid options.
     """
     from ..align.alignment import align
+    from ..align.knowledge import swapped_files
 
     choice = _check_options(layout, dtype, missing, config, alpha)
     problems: list[str] = _entry_mismatches(rules, pre_ck, ft_ck)
+    swapped = swapped_files(pre_ck, ft_ck)
+    if swapped and not allow_swapped:
+        problems.append(f"{swapped}; give PRE then FT, or --allow-swapped if this is really what you mean")
     notes: list[str] = []
     kind, version = _model(pre_ck, ft_ck, problems, notes)
     ft_lora = is_lora(ft_ck)
@@ -49,7 +54,8 @@ def plan_export(pre_ck, ft_ck, *, rules=None, layout: str | None = None, dtype: 
     cfg, config_source = _config(pre_ck, ft_ck)
     what = {"pretrained": "base", "gpt-weights": "export", "sovits-weights": "export"}.get(choice, "copy")
     info = info_text(pre_ck, ft_ck, alpha, rules, view, version,
-                     {"gpt": "GPT", "sovits-g": "SoVITS G", "sovits-d": "SoVITS D"}.get(kind, kind) + " " + what)
+                     {"gpt": "GPT", "sovits-g": "SoVITS G", "sovits-d": "SoVITS D"}.get(kind, kind) + " " + what,
+                     upstream_info(choice, kind, version, ft_ck, lora_form))
     entries, weights_container, top_ordered, weights_ordered = plan_entries(
         choice, kind, pre_ck, ft_ck, scaler_where, scaler_from, config_source, cfg is not None, lora_form)
     if not any(e.what == "info" for e in entries):
@@ -114,6 +120,8 @@ def _model(pre_ck, ft_ck, problems: list[str], notes: list[str]) -> tuple[str, s
     version = pre_ck.version if pre_ck.version in VERSIONS else ft_ck.version
     if kind == "gpt" and pre_ck.version == "v2" and ft_ck.version in ("v3", "v4", "v2Pro", "v2ProPlus"):
         version = ft_ck.version  # one GPT net for v2..v2ProPlus: the fine-tune names the generation
+    elif ft_ck.version != version and ft_ck.version in identify(pre_ck).fits:
+        version = ft_ck.version  # PRE fits several versions (identical nets) and FT names one of them
     if pre_ck.version in VERSIONS and ft_ck.version in VERSIONS and pre_ck.version != ft_ck.version:
         notes.append(f"versions differ: pretrained {pre_ck.version}, fine-tuned {ft_ck.version}; "
                      f"writing {version}")

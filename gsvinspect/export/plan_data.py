@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..meta import Layout, TensorInfo
+from ..meta import VERSIONS, Layout, TensorInfo
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
@@ -165,6 +165,17 @@ class ExportPlan:
             return f"kept under {'/'.join(self.scaler_where)!r} (from the {self.scaler_from} file)"
         return f"absent: {self.scaler_note}"
 
+    def version_markers(self) -> list[str]:
+        """Where the written file says its version: config, 2-byte header, `info`."""
+        out = []
+        if self.layout_choice != "same" and any(e.what == "config" for e in self.entries) and self.version in VERSIONS:
+            out.append(f"config model.version = {self.version!r}" + (", version" if self.kind != "gpt" else ""))
+        if self.header != b"PK":
+            out.append(f"header {self.header.decode('latin1')!r}")
+        if self.info is not None:
+            out.append(f"info {self.info.split(' (')[0]!r}")
+        return out
+
     def describe(self) -> list[tuple[str, str]]:
         """(label, value) rows for a table: what the export will write."""
         c = self.counts()
@@ -172,6 +183,7 @@ class ExportPlan:
             ("pretrained", str(self.pre_path)),
             ("fine-tuned", str(self.ft_path)),
             ("model", f"{self.kind} {self.version}"),
+            ("version written", "; ".join(self.version_markers()) or "nowhere (the layout has no version field)"),
             ("output layout", f"{self.layout.value} ({self.layout_choice}), header {self.header.decode('latin1')!r}"),
             ("top-level entries", ", ".join(e.name for e in self.entries)),
             ("keys written", str(c["written"])),
@@ -205,7 +217,7 @@ class ExportPlan:
         c = self.counts()
         d = {
             "pretrained": str(self.pre_path), "finetuned": str(self.ft_path),
-            "kind": self.kind, "version": self.version,
+            "kind": self.kind, "version": self.version, "version_written": self.version_markers(),
             "layout": self.layout.value, "layout_choice": self.layout_choice,
             "header": self.header.decode("latin1"),
             "entries": [{"name": e.name, "what": e.what, "source": e.source} for e in self.entries],
@@ -257,10 +269,7 @@ class ExportReport:
             rows.append(("  verdict note", n))
         if self.manifest_check:
             m = self.manifest_check
-            rows.append(("expected keys", f"{m['name']}: {m['matched']}/{m['expected']} present, "
-                                          f"{len(m['missing'])} missing, {len(m['unexpected'])} unexpected"
-                                          + (f", {len(m['shape_mismatch'])} shape mismatches"
-                                             if m.get("shapes_checked") else "")))
+            rows.append(("expected keys", f"{m['name']}: {m['verdict']}"))
         return rows
 
     def to_json(self, *, tensors: bool = False) -> dict:

@@ -197,3 +197,51 @@ def classify_gpt(config: object, embedding_rows: int | None, intended: str) -> U
         v.notes.append(f"config model.phoneme_vocab_size={vocab} but the embedding has {embedding_rows} rows")
     v.symbols = "v1" if embedding_rows == 512 else "v2"
     return v
+
+
+def upstream_reading(path: str | os.PathLike, *, layout: str, version: str, fits: tuple[str, ...],
+                     text_embedding_rows: int | None, config: object = None, gpt_rows: int | None = None,
+                     full_size: bool = True) -> tuple[str, str]:
+    """(inference, training): how GPT-SoVITS's own code reads this file's version, in one line each,
+    starting "yes" when that is the version the file is (or a sibling of an identical net)."""
+    want = set(fits) | {version}
+    if layout in ("sovits-weights", "sovits-weights-lora", "sovits-g-pretrained"):
+        try:
+            (_, model_v, lora), step = fast_version(path)
+        except KeyError as exc:
+            return f"no: process_ckpt raises KeyError on the header {exc.args[0]!r}", _training(layout, path)
+        symbols = symbols_from_rows(text_embedding_rows) if model_v in ("v1", "v2") else "v2"
+        read = "v1" if model_v == "v2" and symbols == "v1" else model_v
+        how = f"reads it as {read}{' LoRA' if lora else ''} (by {step})"
+        if step == "size" and not full_size:
+            return f"{how}; a scaled-down file: the size thresholds say nothing about it", _training(layout, path)
+        if read in want or (read == "v3" and "v4" in want and layout == "sovits-g-pretrained"):
+            return f"yes: {how}", _training(layout, path)
+        why = {"v2Pro": "a plain-PK Pro file is only recognised by its 05 header or the official md5",
+               "v2ProPlus": "a plain-PK Pro file is only recognised by its 06 header or the official md5",
+               "v4": "a plain-PK file >= 700 MiB is always v3"}.get(version, "the size ladder decides")
+        return f"no: {how}, not {version}: {why}", _training(layout, path)
+    if layout in ("gpt-pretrained", "gpt-weights"):
+        v = classify_gpt(config, gpt_rows, version)
+        if v.ok:
+            return "yes: builds the net from config['model'] and loads strictly", _training(layout, path)
+        return "no: " + "; ".join(v.notes), _training(layout, path)
+    if layout == "gpt-lightning":
+        return "no: inference reads 'weight', a Lightning checkpoint has 'state_dict' (export it)", \
+            "resumes through Lightning (needs torch.load(weights_only=True) to succeed)"
+    if layout in ("sovits-g-train", "sovits-d-train", "sovits-g-lora-train"):
+        return "no: inference reads 'weight', a training checkpoint has 'model' (export it)", \
+            "resumes through utils.load_checkpoint; the network comes from the version chosen in the webui"
+    if layout == "sovits-d-pretrained":
+        return "not read by inference", _training(layout, path)
+    return "no version detection applies", "no version detection applies"
+
+
+def _training(layout: str, path) -> str:
+    if layout == "sovits-g-pretrained":
+        sem = semantic_version(os.path.getsize(path))
+        return (f"the network is the version chosen in the webui; dataset preparation (3-get-semantic) reads "
+                f"{sem} from the size")
+    if layout in ("sovits-weights", "sovits-weights-lora"):
+        return "not a training base (inference export)"
+    return "the network is the version chosen in the webui (no detection)"

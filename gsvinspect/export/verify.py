@@ -128,16 +128,13 @@ def _relax_for_scaled(v) -> None:
 
 
 def _manifest_check(plan: ExportPlan, ck) -> dict | None:
+    """The written file against the key set of its network: the very check `gsvinspect check` runs,
+    so both commands give the same verdict (scaled or non-standard widths included)."""
     if plan.manifest_name is None:
         return None
-    from ..load.manifest import expected_weights
+    from ..align.check import check_against
 
-    exp = expected_weights(plan.manifest_name, rank=plan.lora_rank or 32)
-    got = ck.weights
-    missing = [k for k in exp if k not in got]
-    unexpected = [k for k in got if k not in exp]
-    shapes = [k for k in exp if k in got and tuple(exp[k].shape) != tuple(got[k].shape)] if plan.full_size else []
-    return {"name": plan.manifest_name, "expected": len(exp), "matched": len(exp) - len(missing),
-            "missing": missing, "unexpected": unexpected, "shape_mismatch": shapes,
-            "shapes_checked": plan.full_size}
-
+    r = check_against(ck, plan.manifest_name)
+    return {"name": r.name, "expected": r.n_expected, "matched": r.n_expected - len(r.missing),
+            "missing": r.missing, "unexpected": r.unexpected, "shape_mismatch": [k for k, _, _ in r.shape_mismatched],
+            "shapes_checked": True, "widths_only": r.widths_only, "verdict": r.verdict}

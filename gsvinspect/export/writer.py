@@ -116,7 +116,7 @@ def run_export(plan: ExportPlan, out_path, *, force: bool = False, progress: Pro
 
 def export(pre_path, ft_path, out_path, *, rules=None, layout: str | None = None, dtype: str = "keep",
            alpha: float | None = None, missing: str = "pretrained", config: str = "plain",
-           force: bool = False, trust: bool = False, suggest: bool = False,
+           force: bool = False, trust: bool = False, suggest: bool = False, allow_swapped: bool = False,
            progress: Progress | None = None) -> ExportReport:
     """One call: open both files, plan, refuse on problems, write. The library form of the CLI."""
     from ..load.checkpoint import open_with_entry
@@ -128,5 +128,5 @@ def export(pre_path, ft_path, out_path, *, rules=None, layout: str | None = None
     with open_with_entry(pre_path, trust=trust, weights_entry=entry) as pre, \
             open_with_entry(ft_path, trust=trust, weights_entry=entry) as ft:
         plan = plan_export(pre, ft, rules=rules, layout=layout, dtype=dtype, alpha=alpha, missing=missing,
-                           config=config, suggest=suggest)
+                           config=config, suggest=suggest, allow_swapped=allow_swapped)
         return run_export(plan, out_path, force=force, progress=progress)

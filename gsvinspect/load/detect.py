@@ -12,59 +12,12 @@ import re
 from typing import Any
 
 from ..meta import VERSIONS, Layout
+from .identity import (GPT_EMBED, HEADER_VERSIONS, PRETRAINED_MD5, SOVITS_EMBED, model_kind,  # noqa: F401
+                       same_net_versions, strip_wrapper)
 from .safe_unpickle import Opaque, TensorRef
 
-# md5(first 8 KiB) of the official pretrained SoVITS G files -> (name, version) (FORMATS.md §2.3)
-PRETRAINED_MD5 = {
-    "dc3c97e17592963677a4a1681f30c653": ("s2G488k.pth", "v1"),
-    "6642b37f3dbb1f76882b69937c95a5f3": ("s2G2333k.pth", "v2"),
-    "43797be674a37c1c83ee81081941ed0f": ("s2Gv3.pth", "v3"),
-    "4f26b9476d0c5033e04162c486074374": ("s2Gv4.pth", "v4"),
-    "c7e9fce2223f3db685cdfa1e6368728a": ("s2Gv2Pro.pth", "v2Pro"),
-    "66b313e39455b57ab1b0bc0b239c9d0a": ("s2Gv2ProPlus.pth", "v2ProPlus"),
-    "1dbcf2d280aff5dc4713c7b56b5c9463": ("s2Gv2Pro_pre1.pth", "v2Pro"),
-    "2581b83257dbb1c91d1278e40c6b7a2f": ("s2Gv2ProPlus_pre1.pth", "v2ProPlus"),
-}
-
-# 2-byte header written by my_save2 -> (model version, is_lora) (FORMATS.md §2.2)
-HEADER_VERSIONS = {
-    b"00": ("v1", False), b"01": ("v2", False), b"02": ("v3", False), b"03": ("v3", True),
-    b"04": ("v4", True), b"05": ("v2Pro", False), b"06": ("v2ProPlus", False),
-}
-
-GPT_EMBED = "model.ar_text_embedding.word_embeddings.weight"
-SOVITS_EMBED = "enc_p.text_embedding.weight"
-_INFO_EXPORT = re.compile(r"^\d+epoch_\d+iteration$")
-_INFO_GPT_EXPORT = re.compile(r"^GPT-e\d+$")
-
-
-def _kind_of_keys(keys: list[str]) -> str:
-    """gpt | sovits-G | sovits-G-lora | sovits-D | vocoder | other, from key signatures."""
-    if not keys:
-        return "other"
-    n = len(keys)
-    if sum(k.startswith("model.") for k in keys) > 0.9 * n and any("ar_text_embedding" in k or "h.layers" in k
-                                                                  or "ar_audio_embedding" in k for k in keys):
-        return "gpt"
-    if any(".lora_A." in k or ".lora_B." in k for k in keys):
-        return "sovits-G-lora"
-    if sum(k.startswith("discriminators.") for k in keys) > 0.9 * n:
-        return "sovits-D"
-    sovits_prefixes = ("enc_p.", "dec.", "flow.", "enc_q.", "ref_enc.", "quantizer.", "ssl_proj.", "cfm.",
-                       "bridge.", "wns1.", "linear_mel.", "sv_emb.", "ge_to512.")
-    if sum(k.startswith(sovits_prefixes) for k in keys) > 0.6 * n:
-        return "sovits-G"
-    if any(k.startswith("conv_pre.") for k in keys) and any(k.startswith("ups.") for k in keys):
-        return "vocoder"
-    return "other"
-
-
-def _strip_common_prefix(keys: list[str]) -> list[str]:
-    """Keys without a wrapper prefix (`module.`, `_orig_mod.`, `net_g.`) so signatures still match."""
-    for pre in ("module.", "_orig_mod.", "net_g.", "generator."):
-        if keys and all(k.startswith(pre) for k in keys):
-            return [k[len(pre):] for k in keys]
-    return keys
+_INFO_EXPORT = re.compile(r"^\d+epoch_\d+iteration\b")
+_INFO_GPT_EXPORT = re.compile(r"^GPT-e\d+\b")
 
 
 def _text(v: Any) -> str | None:
@@ -89,17 +42,44 @@ def _config_version(cfg: Any) -> str | None:
 
 
 def detect(ck) -> None:
-    """Fill ck.layout, ck.version, ck.evidence, ck.layout_evidence, ck.scaler_note."""
+    """Fill ck.layout, ck.version, ck.version_fits, ck.evidence, ck.layout_evidence, ck.scaler_note."""
     root = ck.root if isinstance(ck.root, dict) else {}
     keys = list(ck.weights)
-    base_keys = _strip_common_prefix(keys)
-    kind = _kind_of_keys(base_keys)
+    base_keys = strip_wrapper(keys)
+    kind = model_kind(base_keys)
+    if kind == "gpt" and sum(k.startswith("model.") for k in base_keys) <= 0.9 * len(base_keys):
+        kind = "other"  # GPT keys without the 'model.' prefix: no GPT-SoVITS layout holds them
     shapes = {k: ck.weights[o].shape for k, o in zip(base_keys, keys)}
-    is_v3_class = any(k.startswith("cfm.") for k in base_keys)  # SynthesizerTrnV3 (v3/v4)
+    ck.layout = _layout(ck, root, kind, base_keys)
     ev: list[str] = []
-    lev: list[str] = ck.layout_evidence
+    marked = _marked_version(ck, ev)
+    derived = _weights_version(ck, root, kind, base_keys, shapes, marked, ev)
+    version = _reconcile(ck, root, kind, marked, derived, ev)
+    ck.version = version or "unknown"
+    ck.version_fits = _version_fits(ck, root, kind, ck.version, marked)
+    if not ev:
+        ev.append("no version markers found")
+    ck.evidence = ev
+    ck.scaler_note = _scaler_note(ck)
 
-    # ---- layout -------------------------------------------------------------------------
+
+def _version_fits(ck, root, kind: str, version: str, marked: str | None) -> tuple[str, ...]:
+    """Every version this file could be: siblings with identical nets, unless something in the
+    file (md5, header, config, info, path) names one of them."""
+    family = same_net_versions("sovits-G" if kind == "sovits-G-lora" else kind, version)
+    if len(family) == 1 or marked is not None:
+        return (version,)
+    if _config_version(_config_of(root)) in family or _folder_version_hint(ck, root) is not None:
+        return (version,)
+    if kind.startswith("sovits-G") and _v3_v4_hint(ck, root) is not None:
+        return (version,)
+    return family
+
+
+def _layout(ck, root, kind: str, base_keys: list[str]) -> Layout:
+    """Which GPT-SoVITS file this is, from its container entries, keys and markers."""
+    lev: list[str] = ck.layout_evidence
+    is_v3_class = any(k.startswith("cfm.") for k in base_keys)  # SynthesizerTrnV3 (v3/v4)
     top = set(k for k in root if isinstance(k, str))
     info = _text(root.get("info"))
     wp = ck.weights_path[0] if ck.weights_path else None
@@ -159,9 +139,11 @@ def detect(ck) -> None:
             lev.append(f"bare state dict ({kind} keys)" if kind != "other" else "bare state dict")
     else:
         lev.append(f"tensors under {'/'.join(ck.weights_path)!r}")
-    ck.layout = layout
+    return layout
 
-    # ---- version ------------------------------------------------------------------------
+
+def _marked_version(ck, ev: list[str]) -> str | None:
+    """The version the file's markers name, the way GPT-SoVITS decides (md5, then 2-byte header)."""
     version = None
     md5 = ck.head8k_md5
     if md5 in PRETRAINED_MD5:
@@ -174,6 +156,14 @@ def detect(ck) -> None:
     elif ck.header == b"PK" and ck.container != "safetensors":
         ev.append("plain 'PK' zip (no GPT-SoVITS version header)")
 
+    return version
+
+
+def _weights_version(ck, root, kind: str, base_keys: list[str], shapes: dict, marked: str | None,
+                     ev: list[str]) -> str | None:
+    """The version the weights themselves prove (or the first of the versions they fit)."""
+    version = marked
+    is_v3_class = any(k.startswith("cfm.") for k in base_keys)
     derived = None
     if kind == "gpt":
         rows = shapes.get(GPT_EMBED)
@@ -239,18 +229,27 @@ def detect(ck) -> None:
         derived = "v4"
         ev.append("v4 vocoder (conv_pre/ups/resblocks/conv_post)")
 
+    return derived
+
+
+def _reconcile(ck, root, kind: str, version: str | None, derived: str | None, ev: list[str]) -> str | None:
+    """Markers and weights together: hints pick a sibling of an identical net, conflicts are said."""
+    md5 = ck.head8k_md5
     if not version and kind in ("gpt", "sovits-D") and derived:
         family = {"v2": ("v2", "v3", "v4", "v2Pro", "v2ProPlus"), "v1": ("v1",),
                   "v2Pro": ("v2Pro", "v2ProPlus")}.get(derived, ())
         if kind == "sovits-D" and derived == "v2":
             family = ("v1", "v2")
-        hint = _folder_version_hint(ck, root)
+        cv = _config_version(_config_of(root))
+        hint = (cv, "the config's model.version") if cv in family else _folder_version_hint(ck, root)
         if hint and hint[0] in family and hint[0] != derived:
             ev.append(f"{hint[1]} names {hint[0]} (the same architecture as {derived})")
             version = hint[0]
     gpt_family = kind == "gpt" and derived == "v2" and version in ("v3", "v4", "v2Pro", "v2ProPlus")
     if gpt_family:
         ev.append(f"the v2 GPT architecture is the one {version} uses")
+    elif kind == "sovits-D" and derived and version in same_net_versions(kind, derived):
+        pass  # a hint named the sibling of an identical D net: no conflict
     elif derived and version and derived != version and not (version in ("v3", "v4") and derived in ("v3", "v4")):
         if md5 in PRETRAINED_MD5 and derived in ("v1", "v2"):
             # the hash table maps v1's s2G488k to v2; the embedding decides (FORMATS §11.6)
@@ -267,11 +266,7 @@ def detect(ck) -> None:
         if cv:
             version = cv
             ev.append(f"config says version {cv}")
-    ck.version = version or "unknown"
-    if not ev:
-        ev.append("no version markers found")
-    ck.evidence = ev
-    ck.scaler_note = _scaler_note(ck)
+    return version
 
 
 def _v3_v4_hint(ck, root) -> tuple[str, str] | None:
@@ -283,7 +278,7 @@ def _v3_v4_hint(ck, root) -> tuple[str, str] | None:
     if md5v and md5v[1] in ("v3", "v4"):
         return md5v[1], f"md5 of {md5v[0]}"
     info = _text(root.get("info")) or ""
-    m = re.search(r"\b(v[34])\b|_(v[34])$", info)
+    m = re.search(r"\b(v[34])\b|_(v[34])\b", info)
     if m:
         return (m.group(1) or m.group(2)), f"info {info!r}"
     cv = _config_version(root.get("config"))
@@ -317,6 +312,15 @@ def _folder_version_hint(ck, root) -> tuple[str, str] | None:
             if m:
                 return m.group(1), f"the config ({m.group(0)})"
     return None
+
+
+def _config_of(root) -> Any:
+    """`config`, or a Lightning checkpoint's hyper_parameters.config."""
+    cfg = root.get("config")
+    hp = root.get("hyper_parameters")
+    if cfg is None and isinstance(hp, dict):
+        cfg = hp.get("config")
+    return cfg
 
 
 def _strings(o, depth):

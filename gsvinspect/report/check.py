@@ -33,13 +33,8 @@ def render_check_text(result: CheckResult, console, side: FileSide | None = None
     how = "picked from the detected layout/version" if result.auto else "as requested"
     console.print(Text("checked as: ", style="bold") + Text(f"{result.name} ({result.description}; {how})"))
     console.print(Text("loader: ", style="bold") + Text(result.loader))
-    if result.ok:
-        console.print(Text(f"OK: all {result.n_expected} expected keys present with the expected shapes",
-                           style="bold green"))
-    else:
-        console.print(Text(f"NOT loadable as-is: {len(result.missing)} missing, {len(result.unexpected)} unexpected, "
-                           f"{len(result.shape_mismatched)} shape-mismatched "
-                           f"(expected {result.n_expected} keys, found {result.n_found})", style="bold red"))
+    style = "bold green" if result.ok else "bold yellow" if result.widths_only else "bold red"
+    console.print(Text(result.verdict, style=style))  # the same sentence export prints
     for f in result.findings:
         console.print(_finding_text(f))
     for title, keys in (("missing", result.missing), ("unexpected", result.unexpected)):
@@ -75,8 +70,8 @@ def render_check_markdown(result: CheckResult, side: FileSide | None = None) -> 
         out.append(f"- **file:** `{_md_escape(side.describe())}`")
     out += [f"- **checked as:** `{result.name}` ({_md_escape(result.description)})",
             f"- **loader:** {_md_escape(result.loader)}",
-            f"- **result:** {'✅ OK' if result.ok else '❌ not loadable as-is'}: {len(result.missing)} missing, "
-            f"{len(result.unexpected)} unexpected, {len(result.shape_mismatched)} shape-mismatched", ""]
+            f"- **result:** {'✅' if result.ok else '⚠️' if result.widths_only else '❌'} {_md_escape(result.verdict)}",
+            ""]
     for f in result.findings:
         out.append(f"- **{f.severity}** `{f.code}`: {_md_escape(f.message)}")
     for title, keys in (("Missing", result.missing), ("Unexpected", result.unexpected)):

@@ -39,8 +39,51 @@ def describe_value(v: Any) -> str:
     return repr(v)
 
 
+def loading(ck) -> dict:
+    """Whether plain torch.load(weights_only=True) opens the file, what stops it, the fix; and how
+    GPT-SoVITS's own inference and training read its version."""
+    from ..export.repair import weights_only_blockers
+    from ..export.upstream_version import upstream_reading
+    from ..load.identity import identify
+
+    blockers = [] if ck.container == "safetensors" else weights_only_blockers(ck)
+    fix = None
+    if blockers:
+        fix = f"gsvinspect repair {_quote(str(ck.path))} -o FIXED" + (
+            " --header plain" if ck.header != b"PK" else "")
+    ident = identify(ck)
+    cfg = ck.extras.get("config")
+    if isinstance(cfg, Opaque):
+        cfg = cfg.as_plain()
+    emb = ck.weights.get("enc_p.text_embedding.weight")
+    gpt = ck.weights.get("model.ar_text_embedding.word_embeddings.weight")
+    inference, training = upstream_reading(
+        ck.path, layout=ck.layout.value, version=ck.version, fits=ident.fits,
+        text_embedding_rows=emb.shape[0] if emb is not None and emb.shape else None, config=cfg,
+        gpt_rows=gpt.shape[0] if gpt is not None and gpt.shape else None, full_size=_full_size(ck, ident.manifest))
+    return {"weights_only": not blockers and ck.container != "safetensors", "blockers": blockers, "fix": fix,
+            "inference": inference, "training": training, "version_fits": list(ident.fits)}
+
+
+def _quote(path: str) -> str:
+    import shlex
+
+    return shlex.quote(path)
+
+
+def _full_size(ck, manifest: str | None) -> bool:
+    if manifest is None:
+        return False
+    from ..load.manifest import expected_weights
+
+    exp = expected_weights(manifest)
+    hits = [k for k, t in ck.weights.items() if k in exp]
+    return bool(hits) and all(tuple(exp[k].shape) == tuple(ck.weights[k].shape) for k in hits)
+
+
 def info_dict(ck, *, with_globals: bool = False) -> dict:
     """Everything `info` shows, as plain data (the --json schema)."""
+    load = loading(ck)
     d = {
         "path": str(ck.path),
         "size_bytes": ck.size,
@@ -55,7 +98,10 @@ def info_dict(ck, *, with_globals: bool = False) -> dict:
         "parameters": ck.n_params,
         "weight_bytes": ck.n_bytes,
         "bytes_by_dtype": ck.bytes_by_dtype(),
+        "version_fits": load["version_fits"],
         "training_base": base_verdict(ck),
+        "torch_load_weights_only": {"loads": load["weights_only"], "blockers": load["blockers"], "fix": load["fix"]},
+        "gpt_sovits_reads": {"inference": load["inference"], "training": load["training"]},
         "scaler": None if ck.scaler is None else {"where": list(ck.scaler.path), "state": to_jsonable(ck.scaler.state)},
         "scaler_note": ck.scaler_note,
         "extras": {str(k): describe_value(v) for k, v in ck.extras.items()},
@@ -70,7 +116,9 @@ def info_dict(ck, *, with_globals: bool = False) -> dict:
 def info_rows(ck, *, with_globals: bool = False) -> list[tuple[str, str]]:
     """(label, text) rows of `info`, shared by the rich and the plain renderers."""
     d = info_dict(ck, with_globals=with_globals)
-    rows = [("layout", ck.layout.value), ("version", ck.version)]
+    fits = d["version_fits"]
+    version = ck.version if len(fits) < 2 else f"{' or '.join([', '.join(fits[:-1]), fits[-1]])}: identical nets"
+    rows = [("layout", ck.layout.value), ("version", version)]
     rows += [("", f"- {e}") for e in ck.evidence]
     rows.append(("container", f"{ck.container}, header {ck.header!r}, {human_bytes(ck.size)}"))
     rows += [("", f"- {e}") for e in ck.layout_evidence]
@@ -78,8 +126,19 @@ def info_rows(ck, *, with_globals: bool = False) -> list[tuple[str, str]]:
                  f"{'/'.join(ck.weights_path) if ck.weights_path else '(top level)'}, "
                  f"{human_count(ck.n_params)} parameters, {human_bytes(ck.n_bytes)}"))
     rows.append(("dtypes", ", ".join(f"{k} {human_bytes(v)}" for k, v in sorted(d["bytes_by_dtype"].items()))))
+    wo = d["torch_load_weights_only"]
+    if ck.container == "safetensors":
+        rows.append(("torch.load", "not a torch file (safetensors)"))
+    elif wo["loads"]:
+        rows.append(("torch.load", "yes: plain torch.load(weights_only=True) loads it"))
+    else:
+        rows.append(("torch.load", "no: weights_only=True is stopped by " + "; ".join(wo["blockers"])))
+        rows.append(("", f"- fix: {wo['fix']}"))
+    rows.append(("GPT-SoVITS inference", d["gpt_sovits_reads"]["inference"]))
+    rows.append(("GPT-SoVITS training", d["gpt_sovits_reads"]["training"]))
     rows.append(("training base", d["training_base"]))
-    rows.append(("scaler", ("yes: " if ck.scaler else "no: ") + ck.scaler_note))
+    # the note says "no GradScaler state: why" itself: "no" is said once
+    rows.append(("scaler", ("yes: " + ck.scaler_note) if ck.scaler else ck.scaler_note))
     rows += [(f"  {k}", v) for k, v in d["extras"].items()]
     if ck.opaque:
         rows.append(("placeholders", ", ".join(ck.opaque) + " (kept inert, never imported)"))
@@ -112,7 +171,7 @@ def render_info(con, ck, *, with_globals: bool = False) -> None:
         if label == "version":
             cell.stylize("bold")
         elif label == "scaler":
-            cell.stylize("green" if ck.scaler else "yellow", 0, text.index(":"))
+            cell.stylize("green" if ck.scaler else "yellow", 0, max(text.find(":"), 0) or len(text))
         t.add_row(Text(label), cell)
     con.print(t)
     con.print()

@@ -8,7 +8,8 @@ from helpers_align import weights
 
 from gsvinspect.align.alignment import align
 from gsvinspect.errors import UsageError
-from gsvinspect.align.knowledge import auto_check_name, check_against, diagnose
+from gsvinspect.align.check import auto_check_name, check_against
+from gsvinspect.align.knowledge import diagnose
 from gsvinspect.load.manifest import expected_weights
 from gsvinspect.meta import Layout, TensorInfo
 from gsvinspect.align.rules import parse_rules
@@ -135,8 +136,8 @@ def test_check_lora_of_another_rank_uses_that_rank():
 
 def test_auto_names_and_unknown():
     assert auto_check_name(FakeCk(weights("gpt-v1"), Layout.GPT_LIGHTNING, "v1")) == "gpt-v1"
-    assert auto_check_name(FakeCk(weights("gpt-v2"), Layout.GPT_PRETRAINED, "v2ProPlus")) == "gpt-v2"
-    assert auto_check_name(FakeCk(weights("sovits-D-v2Pro"), Layout.SOVITS_D_TRAIN, "v2ProPlus")) == "sovits-D-v2Pro"
+    assert auto_check_name(FakeCk(weights("gpt-v2"), Layout.GPT_PRETRAINED, "v2ProPlus")) == "gpt-v2ProPlus"  # the identity names its own version
+    assert auto_check_name(FakeCk(weights("sovits-D-v2Pro"), Layout.SOVITS_D_TRAIN, "v2ProPlus")) == "sovits-D-v2ProPlus"
     assert auto_check_name(FakeCk(weights("sovits-G-v4-lora-export"), Layout.SOVITS_WEIGHTS_LORA, "v4")) == \
         "sovits-G-v4-lora-export"
     assert auto_check_name(FakeCk(weights("vocoder-v4"), Layout.VOCODER, "v4")) == "vocoder-v4"

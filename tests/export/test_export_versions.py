@@ -193,4 +193,7 @@ def test_config_comes_from_the_fine_tuned_file(pairs, tmp_path):
     pre_p, ft_p = pairs("sovits-G", "v2")
     plan, _ = export_ok(pre_p, ft_p, tmp_path / "g.pth")
     assert plan.config_source.startswith("pretrained config") and "the fine-tuned file has none" in plan.config_source
-    assert torch.load(tmp_path / "g.pth", weights_only=True)["config"] == torch.load(pre_p, weights_only=True)["config"]
+    written, pre_cfg = torch.load(tmp_path / "g.pth", weights_only=True)["config"], torch.load(pre_p, weights_only=True)["config"]
+    assert written["model"].pop("version") == written.pop("version") == "v2"  # issue 14: the version is written
+    pre_cfg["model"].pop("version", None), pre_cfg.pop("version", None)
+    assert written == pre_cfg
