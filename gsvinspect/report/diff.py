@@ -30,12 +30,18 @@ JSON schema (``gsvinspect diff --json``; stable, additions only; ``schema`` name
       "rows_truncated": bool,           # --only-problems left matched rows out
       "findings": [{"severity": "error"|"warning"|"info", "code": str, "message": str,
                     "keys": [str]}],
-      "stats": object|null,             # gsvinspect.report.stats JSON when computed
+      "stats": object|null,             # gsvinspect.report.stats.report_dict when computed: "per_tensor"
+                                        # (every pair, file order; --top does not cut it), "top_tensors",
+                                        # "top_modules" (ranked by "share" of "total_sumsq_diff"), "parts",
+                                        # "model", "health", "embeddings", "notes", "spectra"
       "stats_error": str,               # only when stats were wanted but could not be computed
       "spectra": [SPECTRUM],            # --spectrum / --spectrum-top (also with --no-stats), where
       #   SPECTRUM = stats_report.spectrum_dict: {"key", "shape", "singular_values", "effective_rank",
       #              "rank90", "energy_top_k", "frobenius", "rel_change", "method", "device", "verdict"}
-      "spectra_notes": [str]            # e.g. a module prefix capped to its most-changed weights
+      "spectra_notes": [str],           # e.g. a module prefix capped to its most-changed weights
+      "mixed": {"formula": str, "alpha_source": str, "alphas_used": {alpha: n},
+                "stats": object}        # only with --alpha / an [alpha] table: the mix against
+                                        # pretrained, same schema as "stats" (per_tensor rows add "alpha")
     }
 
 With statistics, ``stats.spectra`` holds the same list as ``spectra``.
