@@ -77,6 +77,8 @@ def compute_report(args, stack: ExitStack):
                          "or name weights with --spectrum KEY")
     if args.alpha is not None and not 0.0 <= args.alpha <= 1.0:
         raise UsageError(f"--alpha must be in [0, 1] (1 = fine-tuned, 0 = pretrained), got {args.alpha}")
+    if args.alpha is not None and args.no_stats:
+        raise UsageError("--alpha previews the mix from the statistics that --no-stats skips; drop --no-stats")
     if args.rules and args.suggest:
         raise UsageError("--rules and --suggest exclude each other (write the suggestion to a file with "
                          "`gsvinspect rules suggest PRE FT > rules.toml` and edit it)")

@@ -137,5 +137,6 @@ def test_mixing_preview_matches_the_file_export_writes(pair):
     assert langs == pytest.approx(real, rel=1e-4)
     text = run("diff", pre, ft, "--alpha", "0.5").stdout
     assert "mixing preview (--alpha 0.5)" in text and "the statistics below are the mixed result" in text
-    res = run("diff", pre, ft, "--alpha", "1.5")
-    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "--alpha" in res.stderr
+    for bad in (["--alpha", "1.5"], ["--alpha", "0.5", "--no-stats"]):
+        res = run("diff", pre, ft, *bad)
+        assert res.returncode == 2 and res.stderr.count("\n") == 1 and "--alpha" in res.stderr, bad
