@@ -228,13 +228,17 @@ def health_table(result: StatsResult) -> Table | None:
     return t
 
 
+def _by_change(rc: RowChanges) -> list:
+    """Languages most-moved first (the ones the fine-tuning data used stand out at the top)."""
+    return sorted(rc.by_language.values(), key=lambda s: -(s.rel_change or 0.0))
+
+
 def languages_table(rc: RowChanges) -> Table:
     t = Table(title=f"Phoneme embedding {rc.ft_key}: rows moved per language "
                     f"(moved = rel Δ > {fmt_rel(rc.moved_threshold)})", title_justify="left")
     for col in ("language", "rows", "moved", "rel Δ (all rows)", "max rel Δ", "most moved"):
         t.add_column(col, justify="left" if col in ("language", "most moved") else "right")
-    # most-moved language first: the ones the fine-tuning data used stand out at the top
-    for s in sorted(rc.by_language.values(), key=lambda s: -(s.rel_change or 0.0)):
+    for s in _by_change(rc):
         t.add_row(s.language, str(s.rows), f"{s.moved} ({s.moved_frac:.0%})", fmt_rel(s.rel_change),
                   fmt_rel(s.max_rel), " ".join(s.top))
     return t
@@ -351,7 +355,7 @@ def to_markdown(result: StatsResult, rollups: Mapping[str, ModuleStats] | None =
         lines += ["", f"### Phoneme embedding `{rc.ft_key}` by language", ""]
         lines += _md_table(["language", "rows", "moved", "rel Δ", "max rel Δ", "most moved"],
                            [[s.language, str(s.rows), str(s.moved), fmt_rel(s.rel_change), fmt_rel(s.max_rel),
-                             " ".join(s.top)] for s in rc.by_language.values()], {1, 2, 3, 4})
+                             " ".join(s.top)] for s in _by_change(rc)], {1, 2, 3, 4})
     lines += spectra_markdown(spectra)
     if result.notes:
         lines += ["", "### Notes", ""] + [f"- {_md_escape(n)}" for n in result.notes]

@@ -98,6 +98,8 @@ def test_synth_sovits_pair_end_to_end(sovits_pair, device, monkeypatch):
     assert len(doc["top_tensors"]) == 5 and len(doc["top_modules"]) <= 5 and '"yue"' in text
     md = stats_report.to_markdown(res, mods, top=5, embeddings=[rc], spectra=[sp])
     assert "### Most-changed tensors (top 5 by share" in md and "| language |" in md and "Spectrum" in md
+    md_langs = [ln.split("|")[1].strip() for ln in md.split("| language |")[1].splitlines()[2:] if ln.startswith("|")]
+    assert md_langs[0] == max(rc.by_language.values(), key=lambda s: s.rel_change).language   # as the text table
     con = Console(record=True, width=200)
     stats_report.print_report(con, res, mods, top=5, embeddings=[rc], spectra=[sp])
     out = con.export_text()
