@@ -507,3 +507,13 @@ def apply_rules(rules: RuleSet | None, keys: Iterable[str | None], side: str = "
                     count += 1
         hits[ri] = count
     return Applied(cur, touched, hits)
+
+
+def mix_alpha(rules: "RuleSet | None", alpha: float | None, target: str) -> float | None:
+    """The alpha a mix uses for `target`: the rules file's ``[alpha]`` table when it has one (longest
+    prefix, ``re:`` entries, ``default``), else `alpha` (``--alpha``); None when neither asks for a mix.
+    One rule for the exporter (``export.mixing``) and the preview (``stats.mix``)."""
+    a = rules.alpha_for(target) if rules is not None and getattr(rules, "has_alphas", False) else None
+    if a is None:
+        a = alpha
+    return None if a is None else float(a)

@@ -9,6 +9,7 @@ fp32 and cast.
 
 from __future__ import annotations
 
+from ..align.rules import mix_alpha as alpha_for  # one rule for export and the preview (stats.mix)
 from ..errors import ExportError, UsageError
 from ..load.checkpoint import exact_tensor
 from ..meta import FLOAT_DTYPES
@@ -23,13 +24,6 @@ def out_dtype(mode: str, natural: str) -> str:
     return _DTYPE_NAMES.get(mode, natural)
 
 
-def alpha_for(rules, alpha: float | None, target: str) -> float | None:
-    a = rules.alpha_for(target) if rules is not None and getattr(rules, "has_alphas", False) else None
-    if a is None:
-        a = alpha
-    if a is None:
-        return None
-    return float(a)
 
 
 def check_alpha(a: float | None) -> None:

@@ -50,11 +50,11 @@ def alpha_lookup(rules, alpha: float | None) -> Callable[[str], float] | None:
     if alpha is None and not has:
         return None
 
+    from ..align.rules import mix_alpha
+
     def alpha_of(target: str) -> float:
-        a = rules.alpha_for(target) if has else None
-        if a is None:
-            a = alpha
-        return 1.0 if a is None else float(a)
+        a = mix_alpha(rules, alpha, target)
+        return 1.0 if a is None else a
     return alpha_of
 
 
