@@ -118,6 +118,9 @@ def align(pre: Mapping[str, TensorInfo], ft: Mapping[str, TensorInfo], rules: Ru
 
     Rows come in pretrained order (a conflict on a pretrained name stays at that place), then the
     fine-tuned keys that found no partner and conflicts on new names, in fine-tuned order.
+
+    Longer than most functions here on purpose: the pairing loop keeps its counters and lookups in
+    plain locals, which is what keeps a rule edit at 20,000 keys under 50 ms (bench/bench_align.py).
     """
     pre_keys = list(pre)
     ft_keys = list(ft)
