@@ -272,18 +272,25 @@ def write_hostile(payload: Payload, workdir: Path, *, headered: bool) -> tuple[P
 # unknown but harmless classes: must stay inert placeholders
 
 HARMLESS_CLASSES = (("utils", "HParams"), ("pathlib", "PosixPath"), ("argparse", "Namespace"),
-                    ("mymodule", "Thing"))
+                    ("lightning_fabric.utilities.data", "AttributeDict"))
 
 
-def placeholder_pickle() -> bytes:
-    """weights + config as utils.HParams (NEWOBJ + BUILD), a PosixPath, a Namespace, a mymodule.Thing."""
+def placeholder_pickle(extra: bytes = b"") -> bytes:
+    """weights + config as utils.HParams (NEWOBJ + BUILD), a PosixPath, a Namespace, an AttributeDict.
+
+    `extra` adds entries (pairs of pickled key and value) to the top-level dict.
+    """
     hparams = (g("utils", "HParams") + EMPTY_TUPLE + b"\x81"  # NEWOBJ
                + d((s("train"), d((s("lr"), b"G" + struct.pack(">d", 1e-4)))), (s("sr"), i(32000))) + BUILD)
     path = call(g("pathlib", "PosixPath"), s("/data/logs"), s("ckpt"))
     ns = g("argparse", "Namespace") + EMPTY_TUPLE + b"\x81" + d((s("epochs"), i(8))) + BUILD
-    thing = call(g("mymodule", "Thing"), i(1), s("two"))
-    return pkl(d((s("weight"), benign_weights()), (s("config"), hparams), (s("output_dir"), path),
-                 (s("args"), ns), (s("thing"), thing)))
+    adict = (g("lightning_fabric.utilities.data", "AttributeDict") + EMPTY_TUPLE + b"\x81"
+             + MARK + s("lr") + b"G" + struct.pack(">d", 2e-4) + SETITEMS)
+    body = d((s("weight"), benign_weights()), (s("config"), hparams), (s("output_dir"), path),
+             (s("args"), ns), (s("hparams"), adict))
+    if extra:
+        body += MARK + extra + SETITEMS
+    return pkl(body)
 
 
 def trust_benign_pickle() -> bytes:
@@ -384,12 +391,12 @@ METADATA_ATTACKS: dict[str, tuple[str, object]] = {
                                                     (s("deep"), _nested_lists(200_000)))))),
     "recursive_containers": ("contains itself", lambda: rezip(pkl(d((s("weight"), benign_weights()), (s("loop"), _cyclic_dict()))))),
     "billion_laughs_dag": ("expands to more than", lambda: rezip(pkl(d((s("weight"), benign_weights()), (s("config"), _laughs(80)))))),
-    "set_of_huge_range": ("range could be endless", lambda: rezip(pkl(d((s("weight"), benign_weights()),
+    "set_of_huge_range": ("builtins.range", lambda: rezip(pkl(d((s("weight"), benign_weights()),
                                                   (s("s"), call(g("builtins", "set"),
                                                                 call(g("builtins", "range"), i(10 ** 12)))))))),
     "bytearray_huge": ("bytearray", lambda: rezip(pkl(d((s("weight"), benign_weights()),
                                                (s("s"), call(g("builtins", "bytearray"), i(10 ** 12))))))),
-    "pickle_huge_string_decl": ("corrupt pickle", lambda: rezip(PROTO2 + b"X" + struct.pack("<I", 0xFFFFFFF0) + b"ab")),
+    "pickle_huge_string_decl": ("string of 4294967280 bytes", lambda: rezip(PROTO2 + b"X" + struct.pack("<I", 0xFFFFFFF0) + b"ab")),
     "big_endian": ("big-endian", lambda: rezip(None, records={"byteorder": b"big"})),
     "memo_index_4gib": ("memo index", lambda: rezip(pkl(d((s("weight"), benign_weights()))
                                                          + b"r" + struct.pack("<I", 1 << 28)))),
@@ -414,10 +421,14 @@ def _duplicate_names() -> bytes:
 
 
 def _eocd_records(n: int) -> bytes:
-    """An archive whose end record declares n entries over a directory that holds fewer."""
+    """An archive whose end records (classic and ZIP64 alike) declare n entries over a directory
+    that holds fewer."""
     raw = bytearray(template_bytes())
     eocd = raw.rfind(b"PK\x05\x06")
     struct.pack_into("<HH", raw, eocd + 8, n, n)
+    z64 = raw.rfind(b"PK\x06\x06")
+    if z64 >= 0:
+        struct.pack_into("<QQ", raw, z64 + 24, n, n)
     return bytes(raw)
 
 

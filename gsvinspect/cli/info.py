@@ -33,7 +33,9 @@ def run(args) -> int:
         try:
             ck = open_checkpoint(f, trust=args.trust)
         except CheckpointError as exc:
-            if len(args.files) == 1:
+            if args.globals and getattr(exc, "globals", None):
+                _list_refused_globals(f, exc, args.json, results)  # still listed, for inspection
+            if len(args.files) == 1 and not (args.globals and getattr(exc, "globals", None)):
                 raise
             errors.append(str(exc))
             print(f"gsvinspect: error: {exc}", file=sys.stderr)
@@ -48,3 +50,16 @@ def run(args) -> int:
     if args.json:
         emit_json(results if len(args.files) > 1 else (results[0] if results else None))
     return 3 if errors else 0
+
+
+def _list_refused_globals(path, exc, as_json: bool, results: list) -> None:
+    """`info --globals` of an unsafe file: every global its pickle references, then the refusal."""
+    from ..errors import safe_text
+
+    if as_json:
+        results.append({"path": str(path), "refused": exc.global_name, "globals": list(exc.globals)})
+        return
+    print(safe_text(path))
+    for i, name in enumerate(exc.globals):
+        print(f"{'globals' if i == 0 else '':<8} {safe_text(name)}")
+    print()

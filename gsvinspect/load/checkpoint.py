@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 from ..errors import CheckpointError
 from ..meta import DTYPE_SIZES, Layout, TensorInfo
 from .safe_unpickle import Opaque, StorageRef, TensorRef, safe_loads
-from .zip_index import HEADER_DIGITS, ZipIndex, map_file
+from .zip_index import HEADER_DIGITS, ZipIndex, ascii_lower, map_file
 
 SCALER_KEYS = ("MixedPrecision", "MixedPrecisionPlugin", "native_amp_scaling_state",
                "scaler", "scaler_state_dict", "grad_scaler", "amp_scaler")
@@ -356,22 +356,26 @@ def _open_mapped(path: Path, mm, size: int, *, trust: bool, weights_entry: str |
 
 def _open_zip(path: Path, mm, size: int, zi: ZipIndex, container: str, head8k: bytes,
               weights_entry: str | None) -> Checkpoint:
-    pkl_name, prefix = _find_pickle(path, zi)
-    _check_byteorder(path, zi, prefix)
+    prefix = zi.prefix
+    check_torch_records(path, zi)
     storage_sizes: dict[str, int] = {}
-    data_prefix = prefix + "data/"
+    data_prefix = ascii_lower(prefix + "data/")
     for name, rec in zi.records.items():
-        if name.startswith(data_prefix) and "/" not in name[len(data_prefix):]:
-            storage_sizes[name[len(data_prefix):]] = rec.size
-    pkl = zi.data(pkl_name)
+        low = ascii_lower(name)
+        if low.startswith(data_prefix) and "/" not in low[len(data_prefix):]:
+            storage_sizes[low[len(data_prefix):]] = rec.size
+    pkl = zi.data(prefix + "data.pkl")
+    if len(pkl) > MAX_PICKLE_BYTES:
+        raise CheckpointError(path, f"data.pkl is {len(pkl)} bytes (limit {MAX_PICKLE_BYTES}; "
+                              f"a 20,000-tensor checkpoint's is ~1 MB)")
     root, up = safe_loads(pkl, path, storage_sizes)
     for key in up.storages:
-        zi.stored_record(data_prefix + key)  # refuse compressed storages now, not at first read
+        zi.stored_record(prefix + "data/" + key)  # refuse compressed storages now, not at first read
     ck = _from_root(path, size, container, head8k[:2], root, up.globals_seen, up.opaque_seen, weights_entry)
     # Record data offsets come from each record's local header: ZipIndex.data_offset reads them
     # on first access (listing a 20k-key file then costs no 20k reads) and validates them.
     ck._zip = zi
-    ck._data_prefix = data_prefix
+    ck._data_prefix = prefix + "data/"
     ck._mm = mm
     ck._head8k = head8k
     return ck
@@ -417,21 +421,65 @@ def _sniff_kind(head: bytes) -> str:
         return f"unrecognised bytes {head[:4].hex()}"
 
 
-def _find_pickle(path: Path, zi: ZipIndex) -> tuple[str, str]:
-    cands = [n for n in zi.records if n.endswith("data.pkl") and n.count("/") <= 1]
-    if not cands:
+MAX_PICKLE_BYTES = 512 << 20
+MAX_TENSORS = 2_000_000   # entries in the state dict (GPT-SoVITS models have < 3,000)
+MIN_VERSION, MAX_VERSION = 1, 10   # the file format versions torch 2.x reads (inline_container.h)
+
+
+def check_torch_records(path: Path, zi: ZipIndex) -> None:
+    """Refuse what torch.load refuses, or reads differently, before reading the pickle.
+
+    torch reads ``data.pkl``, ``version`` (``.data/version`` first), ``byteorder`` and
+    ``.storage_alignment`` from the archive folder, names compared ignoring case; a
+    ``constants.pkl`` makes it a TorchScript archive, which torch.load hands to ``torch.jit.load``.
+    """
+    prefix = zi.prefix
+    if zi.get(prefix + "data.pkl") is None:
         raise CheckpointError(path, "zip archive without data.pkl: not a PyTorch checkpoint")
-    name = min(cands, key=len)
-    prefix = name[: -len("data.pkl")]
-    return name, prefix
+    if zi.get(prefix + "constants.pkl") is not None:
+        raise CheckpointError(path, "TorchScript archive (constants.pkl): torch.load would pass it to torch.jit.load, "
+                              "which runs its code; gsvinspect reads only torch.save checkpoints")
+    name = prefix + ".data/version" if zi.get(prefix + ".data/version") is not None else prefix + "version"
+    if zi.get(name) is None:
+        raise CheckpointError(path, "archive without a version record: torch refuses it")
+    version = _small_record(path, zi, name)
+    num = _stoull(version)
+    if num is None or not MIN_VERSION <= num <= MAX_VERSION:
+        raise CheckpointError(path, f"archive format version {version[:20]!r} is not one torch reads "
+                              f"({MIN_VERSION}..{MAX_VERSION}); torch refuses the file")
+    if zi.get(prefix + "byteorder") is not None:
+        order = _small_record(path, zi, prefix + "byteorder")
+        if order == b"big":
+            raise CheckpointError(path, "big-endian checkpoint; not supported (torch would byteswap every tensor)")
+        if order != b"little":
+            raise CheckpointError(path, f"byteorder record {order[:20]!r} is neither 'little' nor 'big'; torch refuses it")
+    if zi.get(prefix + ".storage_alignment") is not None:
+        raw = _small_record(path, zi, prefix + ".storage_alignment")
+        try:
+            int(raw)
+        except ValueError:
+            raise CheckpointError(path, f".storage_alignment {raw[:20]!r} is not a number; torch refuses it") from None
 
 
-def _check_byteorder(path: Path, zi: ZipIndex, prefix: str) -> None:
-    rec = zi.records.get(prefix + "byteorder")
-    if rec is None or rec.size > 16:
-        return
-    if bytes(zi.data(prefix + "byteorder")).strip() == b"big":
-        raise CheckpointError(path, "big-endian checkpoint; not supported")
+def _small_record(path: Path, zi: ZipIndex, name: str) -> bytes:
+    rec = zi.stored_record(name)
+    if rec.size > 64:
+        raise CheckpointError(path, f"record {rec.name!r} is {rec.size} bytes; torch writes a few")
+    return bytes(zi.data(name))
+
+
+def _stoull(raw: bytes) -> int | None:
+    """The number C++'s std::stoull reads from `raw` (None where it throws; negatives wrap)."""
+    text = raw.decode("latin1").lstrip(" \t\n\v\f\r")
+    sign = 1
+    if text[:1] in ("+", "-"):
+        sign = -1 if text[0] == "-" else 1
+        text = text[1:]
+    digits = len(text) - len(text.lstrip("0123456789"))
+    if digits == 0:
+        return None
+    value = int(text[:digits])
+    return value if sign > 0 or value == 0 else (1 << 64) - value
 
 
 def _looks_like_safetensors(mm, size: int) -> bool:
@@ -518,6 +566,8 @@ def _from_root(path, size, container, header, root, globals_seen, opaque_seen, w
         sd = sd[p]
     weights: dict[str, TensorInfo] = {}
     refs: dict[str, TensorRef] = {}
+    if isinstance(sd, dict) and len(sd) > MAX_TENSORS:
+        raise CheckpointError(path, f"state dict of {len(sd)} entries; refusing (limit {MAX_TENSORS})")
     if isinstance(sd, dict):
         for k, v in sd.items():
             if isinstance(v, TensorRef) and isinstance(k, str):

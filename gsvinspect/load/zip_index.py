@@ -7,6 +7,18 @@ and we never want to copy a multi-GB file just to put two bytes back. Parsing th
 listing keys touches only the directory and the pickle.
 
 Everything read from the file is bounds-checked against the file size before use.
+
+Which bytes are the pickle and each tensor is decided exactly as torch's reader decides it
+(``caffe2/serialize/inline_container.cc`` over miniz), or the file is refused as ambiguous:
+
+* the end record is the last ``PK\\5\\6`` with 22 bytes after it in the last 64 KiB; a ZIP64
+  locator in front of it always wins (miniz, like Python's zipfile, follows ZIP64 whenever it is
+  there), and a classic record that names another directory than the ZIP64 one is refused;
+* offsets are absolute (no adjustment for prepended bytes), data starts after the *local* header's
+  name and extra field, sizes come from the central directory;
+* names are looked up ASCII-case-insensitively (miniz's default): two records whose names differ
+  only in case, or are equal, are refused, since which one torch reads depends on the record count;
+* every record must sit in the folder named by the first record (``archive/``), as torch requires.
 """
 
 from __future__ import annotations
@@ -32,6 +44,14 @@ _MAX_RECORDS = 2_000_000
 HEADER_DIGITS = frozenset(f"0{i}".encode() for i in range(10))
 
 
+_LOWER_TABLE = {ord(u): ord(l) for u, l in zip("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")}
+
+
+def ascii_lower(name: str) -> str:
+    """How miniz compares names: ASCII letters folded, every other byte as is."""
+    return name.translate(_LOWER_TABLE)
+
+
 @dataclass(frozen=True, slots=True)
 class ZipRecord:
     name: str
@@ -44,21 +64,28 @@ class ZipRecord:
 class ZipIndex:
     """The records of a zip archive mapped read-only; `data(name)` is a zero-copy memoryview."""
 
-    def __init__(self, path: Path, mm: mmap.mmap, file_size: int, records: dict[str, ZipRecord]):
+    def __init__(self, path: Path, mm: mmap.mmap, file_size: int, records: dict[str, ZipRecord], prefix: str = ""):
         self.path = path
         self.mm = mm
         self.file_size = file_size
-        self.records = records
+        self.records = records                      # exact name -> record, in directory order
+        self.prefix = prefix                        # "archive/": the folder torch reads records from
+        self._folded = {ascii_lower(n): r for n, r in records.items()}
         self._data_offsets: dict[str, int] = {}
 
     # -- opening ----------------------------------------------------------------------------
     @classmethod
     def open(cls, path: Path, mm: mmap.mmap, file_size: int) -> "ZipIndex":
-        return cls(path, mm, file_size, _read_central_directory(path, mm, file_size))
+        records = _read_central_directory(path, mm, file_size)
+        return cls(path, mm, file_size, records, _archive_prefix(path, records))
 
     # -- access -----------------------------------------------------------------------------
+    def get(self, name: str) -> ZipRecord | None:
+        """The record torch finds under `name` (ASCII case folded), or None."""
+        return self._folded.get(ascii_lower(name))
+
     def record(self, name: str) -> ZipRecord:
-        rec = self.records.get(name)
+        rec = self.get(name)
         if rec is None:
             raise CheckpointError(self.path, f"record {name!r} is missing from the archive")
         return rec
@@ -80,6 +107,7 @@ class ZipIndex:
         if off is not None:
             return off
         rec = self.record(name)
+        name = rec.name
         h = rec.header_offset
         if h + 30 > self.file_size:
             raise CheckpointError(self.path, f"record {name!r}: local header beyond end of file (truncated?)")
@@ -97,31 +125,64 @@ class ZipIndex:
     def data(self, name: str) -> memoryview:
         """The stored bytes of an uncompressed record, without copying."""
         rec = self.stored_record(name)  # (stored records' sizes agree: checked with the directory)
-        off = self.data_offset(name)
+        off = self.data_offset(rec.name)
         return memoryview(self.mm)[off:off + rec.size]
 
 
-def _read_central_directory(path: Path, mm: mmap.mmap, size: int) -> dict[str, ZipRecord]:
+def _archive_prefix(path: Path, records: dict[str, ZipRecord]) -> str:
+    """torch reads every record from the folder of the first one and refuses records elsewhere."""
+    if not records:
+        raise CheckpointError(path, "zip archive without any record: not a PyTorch checkpoint")
+    first = next(iter(records))
+    if "/" not in first:
+        raise CheckpointError(path, f"first record {first!r} is not in a folder: not a PyTorch checkpoint "
+                              "(torch refuses it)")
+    prefix = first[: first.index("/") + 1]
+    for name in records:
+        if not name.startswith(prefix):
+            raise CheckpointError(path, f"record {name!r} lies outside the archive folder {prefix!r} "
+                                  "(torch refuses such a file)")
+    return prefix
+
+
+def _end_record(path: Path, mm: mmap.mmap, size: int) -> tuple[int, int, int]:
+    """(number of records, directory size, directory offset), chosen as miniz chooses them."""
     tail_start = max(0, size - (22 + _MAX_COMMENT))
-    eocd = mm.rfind(_EOCD_SIG, tail_start)
-    if eocd < 0 or eocd + 22 > size:
+    eocd = mm.rfind(_EOCD_SIG, tail_start, max(0, size - 18))  # the last one with 22 bytes after it
+    if eocd < 0:
         raise CheckpointError(path, "not a zip archive: no end-of-central-directory record (truncated or not a PyTorch checkpoint)")
     (_, disk, cd_disk, n_disk, n_total, cd_size, cd_offset, _comment_len) = struct.unpack_from("<4sHHHHIIH", mm, eocd)
+    loc = eocd - 20
+    if loc >= 56 and bytes(mm[loc:loc + 4]) == _ZIP64_LOCATOR_SIG:
+        (z64_off, n_disks) = struct.unpack_from("<QI", mm, loc + 8)
+        if z64_off > size - 56 or bytes(mm[z64_off:z64_off + 4]) != _ZIP64_EOCD_SIG:
+            raise CheckpointError(path, "bad ZIP64 end-of-central-directory record (corrupt archive)")
+        if n_disks != 1:
+            raise CheckpointError(path, "multi-disk zip archives are not supported")
+        (z_disk, z_cd_disk, z_n_disk, z_n_total, z_cd_size, z_cd_offset) = struct.unpack_from("<IIQQQQ", mm, z64_off + 16)
+        # torch follows the ZIP64 record; a classic record that says otherwise makes the file mean
+        # two things (another reader would see another pickle): refuse it
+        for classic, z64, marker in ((n_total, z_n_total, 0xFFFF), (n_disk, z_n_disk, 0xFFFF),
+                                     (cd_size, z_cd_size, 0xFFFFFFFF), (cd_offset, z_cd_offset, 0xFFFFFFFF)):
+            if classic != marker and classic != z64:
+                raise CheckpointError(path, "ambiguous zip archive: its ZIP64 and classic end records name "
+                                      "different central directories (crafted)")
+        disk, cd_disk, n_disk, n_total, cd_size, cd_offset = z_disk, z_cd_disk, z_n_disk, z_n_total, z_cd_size, z_cd_offset
+    elif n_total == 0xFFFF or 0xFFFFFFFF in (cd_size, cd_offset):
+        raise CheckpointError(path, "ZIP64 archive without a ZIP64 locator (corrupt archive)")
     if disk != 0 or cd_disk != 0 or n_disk != n_total:
         raise CheckpointError(path, "multi-disk zip archives are not supported")
-    if n_total == 0xFFFF or 0xFFFFFFFF in (cd_size, cd_offset):
-        loc = eocd - 20
-        if loc < 0 or bytes(mm[loc:loc + 4]) != _ZIP64_LOCATOR_SIG:
-            raise CheckpointError(path, "ZIP64 archive without a ZIP64 locator (corrupt archive)")
-        (z64_off,) = struct.unpack_from("<Q", mm, loc + 8)
-        if z64_off + 56 > size or bytes(mm[z64_off:z64_off + 4]) != _ZIP64_EOCD_SIG:
-            raise CheckpointError(path, "bad ZIP64 end-of-central-directory record (corrupt archive)")
-        n_total, _n2, cd_size, cd_offset = struct.unpack_from("<QQQQ", mm, z64_off + 24)
     if n_total > _MAX_RECORDS:
         raise CheckpointError(path, f"archive declares {n_total} records; refusing (limit {_MAX_RECORDS})")
     if cd_offset + cd_size > size:
         raise CheckpointError(path, "central directory lies beyond the end of the file (truncated download?)")
+    return n_total, cd_size, cd_offset
+
+
+def _read_central_directory(path: Path, mm: mmap.mmap, size: int) -> dict[str, ZipRecord]:
+    n_total, cd_size, cd_offset = _end_record(path, mm, size)
     records: dict[str, ZipRecord] = {}
+    folded: set[str] = set()
     pos = cd_offset
     end = cd_offset + cd_size
     for _ in range(n_total):
@@ -135,12 +196,14 @@ def _read_central_directory(path: Path, mm: mmap.mmap, size: int) -> dict[str, Z
             raise CheckpointError(path, "corrupt central directory entry (runs past the directory)")
         if 0xFFFFFFFF in (csize, usize, hoff):
             usize, csize, hoff = _zip64_extra(path, extra, usize, csize, hoff)
-        try:
-            name = name_bytes.decode("utf-8")
-        except UnicodeDecodeError:
-            name = name_bytes.decode("cp437")
+        name = name_bytes.decode("utf-8", "surrogateescape")  # one string per byte sequence, like miniz
         if name in records:
             raise CheckpointError(path, f"archive holds the record {name!r} twice (crafted or corrupt)")
+        low = ascii_lower(name)
+        if low in folded:
+            raise CheckpointError(path, f"ambiguous zip archive: record {name!r} differs from another only in "
+                                  "letter case, and torch looks names up ignoring case (crafted)")
+        folded.add(low)
         if hoff >= size or hoff + csize > size:
             raise CheckpointError(path, f"record {name!r} lies beyond the end of the file (truncated?)")
         if method == 0 and csize != usize:

@@ -129,7 +129,7 @@ def test_headered_payload_refused_in_process_too(corpus):
     assert _markers(work) == []
 
 
-def test_harmless_unknown_classes_are_inert_placeholders_and_listed(tmp_path):
+def test_allow_listed_classes_are_inert_placeholders_and_listed(tmp_path):
     path = tmp_path / "placeholders.pth"
     path.write_bytes(hc.rezip(hc.placeholder_pickle()))
     proc = subprocess.run([sys.executable, "-m", "gsvinspect", "info", "--globals", str(path)], capture_output=True,
@@ -150,10 +150,26 @@ def test_harmless_unknown_classes_are_inert_placeholders_and_listed(tmp_path):
         assert cfg.as_plain() == {"train": {"lr": 1e-4}, "sr": 32000}
         assert ck.root["output_dir"].as_plain() == "/data/logs/ckpt"
         assert ck.root["args"].as_plain() == {"epochs": 8}
-        assert ck.root["thing"].args == (1, "two")
+        assert ck.root["hparams"].as_plain() == {"lr": 2e-4}
         assert ck.array(hc.TEMPLATE_KEYS[0]).tolist() == [[float(4 * r + c) for c in range(4)] for r in range(4)]
-    for mod in ("utils", "mymodule"):
+    for mod in ("utils", "lightning_fabric"):
         assert mod not in sys.modules
+
+
+def test_unknown_class_makes_the_file_unsafe_but_globals_still_lists_everything(tmp_path):
+    """A class off the allow-list (even one that looks harmless) is refused; --globals shows it all."""
+    path = tmp_path / "thing.pth"
+    path.write_bytes(hc.rezip(hc.placeholder_pickle(hc.s("thing") + hc.call(hc.g("mymodule", "Thing"), hc.i(1)))))
+    info = subprocess.run([sys.executable, "-m", "gsvinspect", "info", str(path)], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+    assert info.returncode == 3 and info.stdout == ""
+    assert info.stderr.count("\n") == 1 and "mymodule.Thing" in info.stderr and "unsafe" in info.stderr
+    listed = subprocess.run([sys.executable, "-m", "gsvinspect", "info", "--globals", str(path)],
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert listed.returncode == 3 and "mymodule.Thing" in listed.stderr
+    for name in ("mymodule.Thing", "utils.HParams", "torch._utils._rebuild_tensor_v2", "collections.OrderedDict"):
+        assert name in listed.stdout, (name, listed.stdout)
+    assert "mymodule" not in sys.modules
 
 
 @pytest.mark.parametrize("header", [b"PK", b"05"])
