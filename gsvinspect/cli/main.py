@@ -73,6 +73,16 @@ def precheck_app_paths(paths, *, trust: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..report.output import install_safe_stdout
+
+    restore = install_safe_stdout()  # text from files can hold escape sequences (issue 12)
+    try:
+        return _main(argv)
+    finally:
+        restore()
+
+
+def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     known = set(parser._subparsers._group_actions[0].choices)
@@ -113,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: still one line unless --debug
         if debug:
             raise
-        print(f"gsvinspect: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+        from ..errors import safe_text
+
+        print(f"gsvinspect: internal error: {type(exc).__name__}: {safe_text(exc)} (run with --debug for the traceback)",
               file=sys.stderr)
         return 4
 

@@ -3,10 +3,14 @@ header variants GPT-SoVITS uses for its inference exports.
 
 Why a custom pickler: a checkpoint's config can be a ``utils.HParams`` or a ``pathlib.PosixPath``,
 classes we deliberately never import (safe_unpickle turns them into `Opaque`). To write such an
-object back unchanged we emit the pickle opcodes ourselves: ``GLOBAL "module qualname"``, then its
-recorded arguments (REDUCE/NEWOBJ), list/dict items and state (BUILD). Nothing is imported, so the
-file reloads in GPT-SoVITS exactly as the original did. Everything else (tensors, storages,
-dicts) goes through torch's normal ``torch.save`` machinery.
+object back unchanged we emit the pickle opcodes ourselves: ``GLOBAL "module qualname"``, then
+NEWOBJ without arguments + SETITEMS + BUILD for a class, REDUCE of its string parts for a path.
+Nothing is imported, so the file reloads in GPT-SoVITS exactly as the original did. Everything
+else (tensors, storages, dicts) goes through torch's normal ``torch.save`` machinery.
+
+Nothing unsafe is ever written (issue 12): every GLOBAL must be on the loader's allow-list
+(`allowlist.writer_kind`), a REDUCE may call only a "call" global, a NEWOBJ instantiate only a
+"class" one, so an export can neither carry a payload nor turn a dormant NEWOBJ into a call.
 
 Files are always written through a file object, so the archive folder is ``archive/`` (as
 ``my_save2`` and Lightning produce) and the byte size does not depend on the temp file's name.
@@ -18,6 +22,7 @@ import pickle
 import types
 from typing import Any, BinaryIO
 
+from ..load.allowlist import writer_kind
 from ..load.safe_unpickle import DtypeRef, Opaque
 from .upstream_version import HEAD2VERSION
 
@@ -47,9 +52,13 @@ class OpaquePickler(pickle._Pickler):  # pure-Python pickler: lets us emit raw o
             return True
         return False
 
+    # globals written under another name than their Python one (synth's stand-in HParams)
+    RENAMES: dict = {}
+
     def _write_global(self, module: str, qualname: str) -> None:
         if "\n" in module or "\n" in qualname:
             raise pickle.PicklingError(f"cannot write global {module}.{qualname}: newline in name")
+        _require(module, qualname, None)
         if self.proto >= 4:
             self.save(module)
             self.save(qualname)
@@ -57,38 +66,57 @@ class OpaquePickler(pickle._Pickler):  # pure-Python pickler: lets us emit raw o
         else:
             self.write(pickle.GLOBAL + module.encode("utf-8") + b"\n" + qualname.encode("utf-8") + b"\n")
 
+    def _name_of(self, obj: Any) -> tuple[str, str]:
+        """The (module, name) the pickler writes for a class or function (as pickle resolves it)."""
+        if obj in self.RENAMES if _hashable(obj) else False:
+            return self.RENAMES[obj]
+        name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", "?")
+        return pickle.whichmodule(obj, name), name
+
+    def save_global(self, obj: Any, name: str | None = None) -> None:  # noqa: D102
+        module, qual = self._name_of(obj) if name is None else (pickle.whichmodule(obj, name), name)
+        _require(module, qual, None)
+        super().save_global(obj, name)
+
+    def save_reduce(self, func, args, state=None, listitems=None, dictitems=None, state_setter=None,  # noqa: D102
+                    *, obj=None) -> None:
+        fname = getattr(func, "__name__", "")
+        if state_setter is not None or fname == "__newobj_ex__":
+            raise pickle.PicklingError(f"refusing to write {type(obj).__name__}: it pickles with a state setter "
+                                       "or keyword construction, which nothing allow-listed uses")
+        if fname == "__newobj__":
+            _require(*self._name_of(args[0]), "class")
+        else:
+            _require(*self._name_of(func), "call")
+        super().save_reduce(func, args, state, listitems, dictitems, state_setter, obj=obj)
+
     def _save_opaque_global(self, cls: type) -> None:
-        if self._from_memo(cls):
-            return
-        self._write_global(cls.module, cls.qualname)
-        self.memoize(cls)
+        raise pickle.PicklingError(f"refusing to write the class {cls.module}.{cls.qualname} as a bare value")
 
     def _save_opaque(self, obj: Opaque) -> None:
         if self._from_memo(obj):
             return
-        if getattr(obj, "kwargs", None):
-            raise pickle.PicklingError(f"cannot write {obj.fullname} back: it was built with keyword arguments")
-        from ..load.safe_unpickle import OpaqueFunction
-
-        self._save_opaque_global(type(obj))
-        args = tuple(getattr(obj, "args", ()) or ())
-        self.save(args)
-        # A class reduced by copyreg (plain objects such as utils.HParams) arrives through NEWOBJ with
-        # no arguments; custom __reduce__ (pathlib paths, functions) through REDUCE with arguments.
-        if args or isinstance(obj, OpaqueFunction) or self.proto < 2:
+        if obj.kind == "path":
+            _require(obj.module, obj.qualname, "call")
+            if not all(type(a) is str for a in obj.args) or obj.state is not None or obj.setitems:
+                raise pickle.PicklingError(f"refusing to write {obj.fullname}: a path is only its string parts")
+            self._write_global(obj.module, obj.qualname)
+            self.save(tuple(obj.args))
             self.write(pickle.REDUCE)
-        else:
-            self.write(pickle.NEWOBJ)
+            self.memoize(obj)
+            return
+        _require(obj.module, obj.qualname, "class")
+        if obj.args or obj.kwargs or obj.items:
+            raise pickle.PicklingError(f"refusing to write {obj.fullname}: built with arguments or list items")
+        # what copyreg's protocol-2 reduction of a plain object writes: NEWOBJ, never a call
+        self._write_global(obj.module, obj.qualname)
+        self.save(())
+        self.write(pickle.NEWOBJ)
         self.memoize(obj)
-        items = getattr(obj, "items", None)
-        if items:
-            self._batch_appends(iter(items))
-        setitems = getattr(obj, "setitems", None)
-        if setitems:
-            self._batch_setitems(iter(setitems.items()))
-        state = getattr(obj, "state", None)
-        if state is not None:
-            self.save(state)
+        if obj.setitems:
+            self._batch_setitems(iter(obj.setitems.items()))
+        if obj.state is not None:
+            self.save(obj.state)
             self.write(pickle.BUILD)
 
     def _save_dtype_ref(self, ref: DtypeRef) -> None:
@@ -100,6 +128,25 @@ class OpaquePickler(pickle._Pickler):  # pure-Python pickler: lets us emit raw o
             super().save(getattr(torch, name[6:]))
         else:
             super().save(torch.device(name))
+
+
+def _hashable(obj: Any) -> bool:
+    try:
+        hash(obj)
+    except TypeError:
+        return False
+    return True
+
+
+def _require(module: str, name: str, use: str | None) -> None:
+    """Refuse to write a global off the allow-list, or one used with another opcode than it may be."""
+    kind = writer_kind(module, name)
+    if kind is None:
+        raise pickle.PicklingError(f"refusing to write the global {module}.{name}: not on the allow-list "
+                                   "(an output must never run code when loaded)")
+    if use is not None and kind != use:
+        verb = {"call": "call (REDUCE)", "class": "instantiate (NEWOBJ)"}[use]
+        raise pickle.PicklingError(f"refusing to {verb} {module}.{name}: it is allowed only as a {kind}")
 
 
 def _pickle_module() -> types.ModuleType:

@@ -8,7 +8,6 @@ Layout and version detection live in `detect.py`; this module is the container p
 from __future__ import annotations
 
 import json
-import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,8 @@ from typing import Any, Callable, Iterator
 from ..errors import CheckpointError
 from ..meta import DTYPE_SIZES, Layout, TensorInfo
 from .safe_unpickle import Opaque, StorageRef, TensorRef, safe_loads
-from .zip_index import HEADER_DIGITS, ZipIndex, ascii_lower, map_file
+from .safetensors_reader import looks_like_safetensors, read_safetensors
+from .zip_index import HEADER_DIGITS, ZipIndex, ascii_lower, check_torch_records, map_file
 
 SCALER_KEYS = ("MixedPrecision", "MixedPrecisionPlugin", "native_amp_scaling_state",
                "scaler", "scaler_state_dict", "grad_scaler", "amp_scaler")
@@ -28,12 +28,6 @@ _NUMPY_DTYPES = {
     "int32": "<i4", "int16": "<i2", "int8": "i1", "uint8": "u1", "bool": "?", "complex64": "<c8",
     "complex128": "<c16", "uint16": "<u2", "uint32": "<u4", "uint64": "<u8",
     "float8_e4m3fn": "u1", "float8_e5m2": "u1",
-}
-
-_SAFETENSORS_DTYPES = {
-    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
-    "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool", "U16": "uint16",
-    "U32": "uint32", "U64": "uint64", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
 }
 
 _MAX_DEPTH = 200
@@ -383,8 +377,15 @@ def _open_zip(path: Path, mm, size: int, zi: ZipIndex, container: str, head8k: b
 
 def _open_other(path: Path, mm, size: int, head: bytes, head8k: bytes, *, trust: bool,
                 weights_entry: str | None) -> Checkpoint:
-    if len(head) >= 8 and _looks_like_safetensors(mm, size):
-        return _open_safetensors(path, mm, size, head8k)
+    if len(head) >= 8 and looks_like_safetensors(mm, size):
+        root, offsets, meta = read_safetensors(path, mm, size)
+        ck = _from_root(path, size, "safetensors", head8k[:2], root, [], [], None)
+        if meta:
+            ck.layout_evidence.append(f"safetensors metadata: {json.dumps(meta)[:120]}")
+        ck._data_offsets = offsets
+        ck._mm = mm
+        ck._head8k = head8k
+        return ck
     if head[:2] == b"\x80\x02" or head[:1] == b"\x80":
         if trust:
             return _open_trusted(path, mm, size, head8k, weights_entry)
@@ -423,116 +424,6 @@ def _sniff_kind(head: bytes) -> str:
 
 MAX_PICKLE_BYTES = 512 << 20
 MAX_TENSORS = 2_000_000   # entries in the state dict (GPT-SoVITS models have < 3,000)
-MIN_VERSION, MAX_VERSION = 1, 10   # the file format versions torch 2.x reads (inline_container.h)
-
-
-def check_torch_records(path: Path, zi: ZipIndex) -> None:
-    """Refuse what torch.load refuses, or reads differently, before reading the pickle.
-
-    torch reads ``data.pkl``, ``version`` (``.data/version`` first), ``byteorder`` and
-    ``.storage_alignment`` from the archive folder, names compared ignoring case; a
-    ``constants.pkl`` makes it a TorchScript archive, which torch.load hands to ``torch.jit.load``.
-    """
-    prefix = zi.prefix
-    if zi.get(prefix + "data.pkl") is None:
-        raise CheckpointError(path, "zip archive without data.pkl: not a PyTorch checkpoint")
-    if zi.get(prefix + "constants.pkl") is not None:
-        raise CheckpointError(path, "TorchScript archive (constants.pkl): torch.load would pass it to torch.jit.load, "
-                              "which runs its code; gsvinspect reads only torch.save checkpoints")
-    name = prefix + ".data/version" if zi.get(prefix + ".data/version") is not None else prefix + "version"
-    if zi.get(name) is None:
-        raise CheckpointError(path, "archive without a version record: torch refuses it")
-    version = _small_record(path, zi, name)
-    num = _stoull(version)
-    if num is None or not MIN_VERSION <= num <= MAX_VERSION:
-        raise CheckpointError(path, f"archive format version {version[:20]!r} is not one torch reads "
-                              f"({MIN_VERSION}..{MAX_VERSION}); torch refuses the file")
-    if zi.get(prefix + "byteorder") is not None:
-        order = _small_record(path, zi, prefix + "byteorder")
-        if order == b"big":
-            raise CheckpointError(path, "big-endian checkpoint; not supported (torch would byteswap every tensor)")
-        if order != b"little":
-            raise CheckpointError(path, f"byteorder record {order[:20]!r} is neither 'little' nor 'big'; torch refuses it")
-    if zi.get(prefix + ".storage_alignment") is not None:
-        raw = _small_record(path, zi, prefix + ".storage_alignment")
-        try:
-            int(raw)
-        except ValueError:
-            raise CheckpointError(path, f".storage_alignment {raw[:20]!r} is not a number; torch refuses it") from None
-
-
-def _small_record(path: Path, zi: ZipIndex, name: str) -> bytes:
-    rec = zi.stored_record(name)
-    if rec.size > 64:
-        raise CheckpointError(path, f"record {rec.name!r} is {rec.size} bytes; torch writes a few")
-    return bytes(zi.data(name))
-
-
-def _stoull(raw: bytes) -> int | None:
-    """The number C++'s std::stoull reads from `raw` (None where it throws; negatives wrap)."""
-    text = raw.decode("latin1").lstrip(" \t\n\v\f\r")
-    sign = 1
-    if text[:1] in ("+", "-"):
-        sign = -1 if text[0] == "-" else 1
-        text = text[1:]
-    digits = len(text) - len(text.lstrip("0123456789"))
-    if digits == 0:
-        return None
-    value = int(text[:digits])
-    return value if sign > 0 or value == 0 else (1 << 64) - value
-
-
-def _looks_like_safetensors(mm, size: int) -> bool:
-    (n,) = struct.unpack_from("<Q", mm, 0)
-    return 2 <= n <= min(size - 8, 100_000_000) and mm[8:9] == b"{"
-
-
-def _open_safetensors(path: Path, mm, size: int, head8k: bytes) -> Checkpoint:
-    (n,) = struct.unpack_from("<Q", mm, 0)
-    try:
-        header = json.loads(bytes(mm[8:8 + n]).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(path, f"bad safetensors header ({exc})") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(path, "bad safetensors header (not an object)")
-    base = 8 + n
-    root: dict[str, Any] = {}
-    offsets: dict[str, int] = {}
-    meta = header.pop("__metadata__", None)
-    for name, ent in header.items():
-        if not isinstance(ent, dict):
-            raise CheckpointError(path, f"safetensors entry {name!r} is malformed")
-        dtype = _SAFETENSORS_DTYPES.get(ent.get("dtype"))
-        shape = ent.get("shape")
-        offs = ent.get("data_offsets")
-        if dtype is None:
-            raise CheckpointError(path, f"safetensors entry {name!r}: unknown dtype {ent.get('dtype')!r}")
-        if not (isinstance(shape, list) and all(type(s) is int and s >= 0 for s in shape)):
-            raise CheckpointError(path, f"safetensors entry {name!r}: bad shape")
-        if not (isinstance(offs, list) and len(offs) == 2 and all(type(o) is int for o in offs)
-                and 0 <= offs[0] <= offs[1] and base + offs[1] <= size):
-            raise CheckpointError(path, f"safetensors entry {name!r}: data offsets outside the file")
-        numel = 1
-        for s in shape:
-            numel *= s
-        if numel * DTYPE_SIZES[dtype] != offs[1] - offs[0]:
-            raise CheckpointError(path, f"safetensors entry {name!r}: shape does not match its byte range")
-        st = StorageRef(name, dtype, numel)
-        stride, acc = [], 1
-        for s in reversed(shape):
-            stride.append(acc)
-            acc *= s
-        root[name] = TensorRef(st, 0, tuple(shape), tuple(reversed(stride)))
-        offsets[name] = base + offs[0]
-    ck = _from_root(path, size, "safetensors", head8k[:2], root, [], [], None)
-    if meta:
-        ck.layout_evidence.append(f"safetensors metadata: {json.dumps(meta)[:120]}")
-    ck._data_offsets = offsets
-    ck._mm = mm
-    ck._head8k = head8k
-    return ck
-
-
 def _open_trusted(path: Path, mm, size: int, head8k: bytes, weights_entry: str | None) -> Checkpoint:
     root = _trusted_load(path, mm, head8k[:2])
     ck = _from_root(path, size, "trusted-pickle", head8k[:2], root, [], [], weights_entry)

@@ -269,3 +269,67 @@ def map_file(path: Path) -> tuple[mmap.mmap, int, tuple[int, int, int, int]]:
         return mm, st.st_size, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
     finally:
         os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------------
+# what torch.load itself checks before reading the pickle
+
+MIN_VERSION, MAX_VERSION = 1, 10   # the file format versions torch 2.x reads (inline_container.h)
+
+
+def check_torch_records(path: Path, zi: "ZipIndex") -> None:
+    """Refuse what torch.load refuses, or reads differently, before reading the pickle.
+
+    torch reads ``data.pkl``, ``version`` (``.data/version`` first), ``byteorder`` and
+    ``.storage_alignment`` from the archive folder, names compared ignoring case; a
+    ``constants.pkl`` makes it a TorchScript archive, which torch.load hands to ``torch.jit.load``.
+    """
+    prefix = zi.prefix
+    if zi.get(prefix + "data.pkl") is None:
+        raise CheckpointError(path, "zip archive without data.pkl: not a PyTorch checkpoint")
+    if zi.get(prefix + "constants.pkl") is not None:
+        raise CheckpointError(path, "TorchScript archive (constants.pkl): torch.load would pass it to torch.jit.load, "
+                              "which runs its code; gsvinspect reads only torch.save checkpoints")
+    name = prefix + ".data/version" if zi.get(prefix + ".data/version") is not None else prefix + "version"
+    if zi.get(name) is None:
+        raise CheckpointError(path, "archive without a version record: torch refuses it")
+    version = _small_record(path, zi, name)
+    num = _stoull(version)
+    if num is None or not MIN_VERSION <= num <= MAX_VERSION:
+        raise CheckpointError(path, f"archive format version {version[:20]!r} is not one torch reads "
+                              f"({MIN_VERSION}..{MAX_VERSION}); torch refuses the file")
+    if zi.get(prefix + "byteorder") is not None:
+        order = _small_record(path, zi, prefix + "byteorder")
+        if order == b"big":
+            raise CheckpointError(path, "big-endian checkpoint; not supported (torch would byteswap every tensor)")
+        if order != b"little":
+            raise CheckpointError(path, f"byteorder record {order[:20]!r} is neither 'little' nor 'big'; torch refuses it")
+    if zi.get(prefix + ".storage_alignment") is not None:
+        raw = _small_record(path, zi, prefix + ".storage_alignment")
+        try:
+            int(raw)
+        except ValueError:
+            raise CheckpointError(path, f".storage_alignment {raw[:20]!r} is not a number; torch refuses it") from None
+
+
+def _small_record(path: Path, zi: "ZipIndex", name: str) -> bytes:
+    rec = zi.stored_record(name)
+    if rec.size > 64:
+        raise CheckpointError(path, f"record {rec.name!r} is {rec.size} bytes; torch writes a few")
+    return bytes(zi.data(name))
+
+
+def _stoull(raw: bytes) -> int | None:
+    """The number C++'s std::stoull reads from `raw` (None where it throws; negatives wrap)."""
+    text = raw.decode("latin1").lstrip(" \t\n\v\f\r")
+    sign = 1
+    if text[:1] in ("+", "-"):
+        sign = -1 if text[0] == "-" else 1
+        text = text[1:]
+    digits = len(text) - len(text.lstrip("0123456789"))
+    if digits == 0:
+        return None
+    value = int(text[:digits])
+    return value if sign > 0 or value == 0 else (1 << 64) - value
+
+

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..load.detect import base_verdict
 from ..meta import fmt_shape
-from .output import human_bytes, human_count, to_jsonable
+from .output import bounded_repr, human_bytes, human_count, to_jsonable
 from ..load.safe_unpickle import Opaque, TensorRef
 
 
@@ -36,7 +36,7 @@ def describe_value(v: Any) -> str:
         return f"{type(v).__name__} of {len(v)}"
     if isinstance(v, str):
         return repr(v) if len(v) <= 100 else repr(v[:97] + "...")
-    return repr(v)
+    return bounded_repr(v)  # bytes shared by 150 entries must not print 150 copies of 8 MiB
 
 
 def loading(ck) -> dict:

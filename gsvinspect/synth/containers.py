@@ -139,6 +139,8 @@ class _UtilsPickler(OpaquePickler):
     sys.modules even for a moment.
     """
 
+    RENAMES = {HParams: HPARAMS_GLOBAL}  # so the writer's allow-list check sees the name it writes
+
     def save_global(self, obj, name=None):
         if obj is HParams:
             self._write_global(*HPARAMS_GLOBAL)
