@@ -489,3 +489,26 @@ def run_cli_measured(argv: list[str], *, cwd: Path, timeout: float = 300) -> tup
                           capture_output=True, text=True, cwd=cwd, timeout=timeout)
     err, peak = _proc.split_peak(proc.stderr)
     return proc.returncode, proc.stdout, err, peak
+
+
+# ---------------------------------------------------------------------------------------------
+# cost attacks: many keys, long names
+
+def many_keys_pickle(n: int) -> bytes:
+    """A state dict of `n` one-element tensors, all views of the template's storage "0" (16 floats):
+    the pickle torch.save writes for n keys, minus the n storage records."""
+    rebuild = g("torch._utils", "_rebuild_tensor_v2") + put(2)
+    pid = (MARK + s("storage") + g("torch", "FloatStorage") + s("0") + s("cpu") + i(16) + TUPLE + put(4)
+           + BINPERSID + put(5))
+    first = rebuild + MARK + pid + i(0) + i(1) + b"\x85" + i(1) + b"\x85" + NEWFALSE + get(0) + EMPTY_TUPLE + REDUCE + TUPLE + REDUCE
+    tails = [i(k % 16) + i(1) + b"\x85" + i(1) + b"\x85" + NEWFALSE + get(0) + EMPTY_TUPLE + REDUCE + TUPLE + REDUCE
+             for k in range(16)]
+    head = get(2) + MARK + get(5)
+    keys = (s(f"enc_p.layers.{k}.w") for k in range(1, n))
+    body = b"".join(key + head + tails[k % 16] for k, key in enumerate(keys, 1))
+    return (PROTO2 + EMPTY_DICT + s("weight") + g("collections", "OrderedDict") + put(0) + EMPTY_TUPLE + REDUCE
+            + put(1) + MARK + s("enc_p.layers.0.w") + first + body + SETITEMS + SETITEM + STOP)
+
+
+def many_keys_file(n: int) -> bytes:
+    return rezip(many_keys_pickle(n))

@@ -22,7 +22,7 @@ def run(args) -> int:
     from ..load.checkpoint import open_checkpoint
     from ..errors import UsageError
     from ..meta import DTYPE_SHORT, fmt_shape
-    from ..report.output import console, emit_json, human_count
+    from ..report.output import console, emit_json, human_count, is_terminal
 
     try:
         rx = re.compile(args.filter) if args.filter else None
@@ -37,20 +37,42 @@ def run(args) -> int:
                        "keys": [{"key": t.key, "shape": list(t.shape), "dtype": t.dtype, "numel": t.numel,
                                  "bytes": t.nbytes} for t in rows]})
             return 0
+        cells = [(t.key, fmt_shape(t.shape), DTYPE_SHORT.get(t.dtype, t.dtype),
+                  human_count(t.numel)) for t in rows]
+        footer = f"{len(rows)} of {len(ck.weights)} tensors"
+        if not is_terminal() or len(rows) > PLAIN_ABOVE:
+            _write_plain(cells, footer)  # rich lays out 100,000 rows in minutes; this in a second
+            return 0
         con = console()
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(box=None, pad_edge=False, header_style="bold")
         table.add_column("key", no_wrap=True, overflow="ignore")
         table.add_column("shape", no_wrap=True)
         table.add_column("dtype", no_wrap=True)
         table.add_column("numel", justify="right", no_wrap=True)
-        for t in rows:
-            table.add_row(t.key, fmt_shape(t.shape), DTYPE_SHORT.get(t.dtype, t.dtype),
-                          human_count(t.numel))
+        for key, shape, dtype, numel in cells:
+            table.add_row(Text(key), shape, dtype, numel)  # Text: a key is never parsed as markup
         con.print(table)
-        con.print(f"{len(rows)} of {len(ck.weights)} tensors", style="dim")
+        con.print(footer, style="dim")
     return 0
+
+
+PLAIN_ABOVE = 5000  # rows: above this even a terminal gets the plain table
+
+
+def _write_plain(cells, footer: str) -> None:
+    """The same table as plain aligned text (stdout escapes control characters itself)."""
+    import sys
+
+    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(("key", "shape", "dtype", "numel"))]
+    widths[0] = min(widths[0], 120)
+    kw, sw, dw, nw = widths
+    out = sys.stdout
+    out.write(f"{'key':<{kw}}  {'shape':<{sw}}  {'dtype':<{dw}}  {'numel':>{nw}}\n")
+    out.writelines(f"{k:<{kw}}  {s:<{sw}}  {d:<{dw}}  {n:>{nw}}\n" for k, s, d, n in cells)
+    out.write(footer + "\n")
 
 
 def _other_tensors(ck):

@@ -30,7 +30,7 @@ from collections import OrderedDict
 from math import prod
 from typing import Any
 
-from ..meta import DTYPE_SIZES, TensorInfo
+from ..meta import TensorInfo
 
 MAX_STRING_BYTES = 16 << 20   # any str/bytes in a pickle (a GPT-SoVITS config string is < 10 KB)
 MAX_DIMS = 64                 # torch's own limit on tensor rank
@@ -235,11 +235,33 @@ class DtypeRef(str):
 def validate_ref(ref: TensorRef) -> None:
     """Raise Bad unless every element `ref` can address lies inside its storage.
 
-    Run when the tensor is made and again on the final object (nothing can change it between, but
-    the second check is what the readers rely on). Python ints cannot overflow; the extents are
-    bounded so numpy's byte strides cannot either.
+    Run on the final object, after the whole pickle has run (`safe_unpickle.check_structure`):
+    nothing can change a TensorRef after that. Python ints cannot overflow; every extent is bounded
+    so numpy's byte strides cannot either, and a view may repeat its storage (an expanded tensor)
+    only up to `MAX_REPEAT` times or `MAX_REPEAT_ELEMENTS` elements, so no reader walks terabytes.
     """
     storage, off, size, stride = ref.storage, ref.storage_offset, ref.shape, ref.stride
+    # fast path: what torch.save writes (tuples of small non-negative ints, in bounds)
+    if (type(storage) is StorageRef and type(off) is int and type(size) is tuple and type(stride) is tuple
+            and len(size) == len(stride) <= MAX_DIMS and 0 <= off < MAX_EXTENT):
+        last, numel = off, 1
+        for s, st in zip(size, stride):
+            if type(s) is not int or type(st) is not int or not 0 <= s < MAX_EXTENT or not 0 <= st < MAX_EXTENT:
+                break
+            last += (s - 1) * st
+            numel *= s
+        else:
+            if numel == 0 or (last < storage.numel and numel <= max(MAX_REPEAT * storage.numel, MAX_REPEAT_ELEMENTS)):
+                if numel or prod(s for s in size if s) < MAX_EXTENT:
+                    return
+    _validate_slow(storage, off, size, stride)
+
+
+MAX_REPEAT, MAX_REPEAT_ELEMENTS = 16, 1 << 24
+
+
+def _validate_slow(storage, off, size, stride) -> None:
+    """The same checks as validate_ref, one at a time, so the message names the problem."""
     if type(storage) is not StorageRef:
         raise Bad("tensor rebuilt from something that is not a storage")
     if type(off) is not int or off < 0:
@@ -250,25 +272,22 @@ def validate_ref(ref: TensorRef) -> None:
         raise Bad("tensor shape and stride differ in length")
     if len(size) > MAX_DIMS:
         raise Bad(f"tensor with {len(size)} dimensions (torch allows {MAX_DIMS})")
-    for s in size:
-        if type(s) is not int:
-            raise Bad("tensor shape holds a non-integer")
-        if s < 0:
-            raise Bad(f"tensor with a negative dimension {list(size)}")
-    for st in stride:
-        if type(st) is not int:
-            raise Bad("tensor stride holds a non-integer")
-        if st < 0:
-            raise Bad(f"tensor with a negative stride {list(stride)}")
-    if off >= MAX_EXTENT or any(v >= MAX_EXTENT for v in size) or any(v >= MAX_EXTENT for v in stride):
+    if not all(type(v) is int for v in size + stride):
+        raise Bad("tensor shape or stride holds a non-integer")
+    if any(v < 0 for v in size):
+        raise Bad(f"tensor with a negative dimension {list(size)}")
+    if any(v < 0 for v in stride):
+        raise Bad(f"tensor with a negative stride {list(stride)}")
+    if off >= MAX_EXTENT or any(v >= MAX_EXTENT for v in size + stride) or prod(v for v in size if v) >= MAX_EXTENT:
         raise Bad(f"tensor with an absurd size, stride or offset (limit {MAX_EXTENT})")
-    if prod(size) * DTYPE_SIZES[storage.dtype] >= MAX_EXTENT or prod(s for s in size if s) >= MAX_EXTENT:
-        raise Bad(f"tensor of shape {list(size)} is absurdly large")
-    if all(s > 0 for s in size):
+    numel = prod(size)
+    if numel:
         last = off + sum((s - 1) * st for s, st in zip(size, stride))
         if last >= storage.numel:
             raise Bad(f"tensor of shape {list(size)} (offset {off}, stride {list(stride)}) "
                       f"runs past its storage of {storage.numel} elements")
+        raise Bad(f"tensor of shape {list(size)} repeats its storage of {storage.numel} elements more than "
+                  f"{MAX_REPEAT} times (an expanded view; the readers would walk all of it)")
 
 
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
@@ -279,9 +298,9 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=Fals
         size = tuple(size)
     if type(stride) is list:
         stride = tuple(stride)
-    ref = TensorRef(storage, storage_offset, size, stride, bool(requires_grad))
-    validate_ref(ref)
-    return ref
+    if type(storage) is not StorageRef:
+        raise Bad("tensor rebuilt from something that is not a storage")
+    return TensorRef(storage, storage_offset, size, stride, bool(requires_grad))  # bounds: check_structure
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride):
