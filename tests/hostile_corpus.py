@@ -403,6 +403,31 @@ METADATA_ATTACKS: dict[str, tuple[str, object]] = {
     "memo_put_decimal": ("memo index", lambda: rezip(pkl(d((s("weight"), benign_weights())) + b"p268435456\n"))),
     "cyclic_scaler_state": ("contains itself", lambda: rezip(pkl(d((s("weight"), benign_weights()),
                                                                    (s("MixedPrecision"), _cyclic_scaler()))))),
+    # issue 12: metadata changed after the check, extents that overflow, cost bombs
+    "build_after_check_tensor": ("BUILD on a tensor", lambda: rezip(_weights_with(
+        tensor("0", 16, (4, 4), (4, 1)) + t(NONE, d((s("shape"), t(i(1 << 20))))) + BUILD))),
+    "build_after_check_storage": ("BUILD on a storage", lambda: rezip(_weights_with(call(
+        g("torch._utils", "_rebuild_tensor_v2"),
+        t(s("storage"), g("torch", "FloatStorage"), s("0"), s("cpu"), i(16)) + BINPERSID
+        + t(NONE, d((s("numel"), i(1 << 30)))) + BUILD, i(0), t(i(4), i(4)), t(i(4), i(1)), NEWFALSE,
+        call(g("collections", "OrderedDict")))))),
+    "build_on_ordered_dict": ("OrderedDict with attributes", lambda: rezip(pkl(d(
+        (s("weight"), benign_weights()), (s("c"), call(g("collections", "OrderedDict")) + d((s("x"), i(1))) + BUILD))))),
+    "size_one_huge_stride": ("absurd", lambda: rezip(_weights_with(tensor("0", 16, (1,), (1 << 62,))))),
+    "offset_2_63": ("absurd", lambda: rezip(_weights_with(tensor("0", 16, (1,), (1,), offset=1 << 63)))),
+    "empty_tensor_huge_dims": ("absurd", lambda: rezip(_weights_with(tensor("0", 16, (0, 1 << 40, 1 << 40),
+                                                                             (1, 1, 1))))),
+    "expanded_terabytes": ("repeats its storage", lambda: rezip(_weights_with(tensor("0", 16, (1 << 20, 1 << 20),
+                                                                                     (0, 0))))),
+    "too_many_dims": ("dimensions", lambda: rezip(_weights_with(tensor("0", 16, (1,) * 65, (1,) * 65)))),
+    "huge_int": ("integer of", lambda: rezip(pkl(d((s("weight"), benign_weights()),
+                                                   (s("n"), b"\x8b" + struct.pack("<i", 4000) + b"\x01" * 4000))))),
+    "memo_put_underscores": ("memo index", lambda: rezip(pkl(d((s("weight"), benign_weights())) + b"p134_217_728\n"))),
+    "memo_put_plus": ("memo index", lambda: rezip(pkl(d((s("weight"), benign_weights())) + b"p+134217728\n"))),
+    "memo_put_space": ("memo index", lambda: rezip(pkl(d((s("weight"), benign_weights())) + b"p 134217728\n"))),
+    "long_key": ("characters (limit", lambda: rezip(pkl(d((s("weight"), d((s("k" * 5000),
+                                                                        tensor("0", 16, (4,), (1,))))))))),
+    "huge_string": ("string of", lambda: rezip(PROTO2 + b"X" + struct.pack("<I", 64 << 20) + b"ab")),
 }
 
 
@@ -512,3 +537,36 @@ def many_keys_pickle(n: int) -> bytes:
 
 def many_keys_file(n: int) -> bytes:
     return rezip(many_keys_pickle(n))
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs that crashed the interpreter or ended in "internal error": run only in child processes
+
+def _tuple_key(depth: int) -> bytes:
+    return EMPTY_DICT + NONE + b"\x85" * depth + i(1) + SETITEM
+
+
+def _deep_hparams(depth: int) -> bytes:
+    """HParams(sub=HParams(sub=...)) `depth` deep, each NEWOBJ + BUILD, as a flat run of opcodes."""
+    level = get(0) + EMPTY_TUPLE + b"\x81" + EMPTY_DICT + s("sub")   # [hp, state, "sub"]
+    return g("utils", "HParams") + put(0) + b"0" + level * depth + NONE + (SETITEM + BUILD) * depth
+
+
+def _safetensors(header: bytes) -> bytes:
+    return struct.pack("<Q", len(header)) + header
+
+
+CRASHERS: dict[str, tuple[str, object]] = {
+    "tuple_key_1m_deep": ("levels deep", lambda: rezip(pkl(d((s("weight"), benign_weights()),
+                                                             (s("x"), _tuple_key(1_000_000)))))),
+    "lists_1m_deep": ("levels deep", lambda: rezip(pkl(d((s("weight"), benign_weights()),
+                                                         (s("x"), _nested_lists(1_000_000)))))),
+    "hparams_1m_deep": ("levels deep", lambda: rezip(pkl(d((s("weight"), benign_weights()),
+                                                           (s("x"), _deep_hparams(300_000)))))),
+    "safetensors_deep_json": ("nested too deeply", lambda: _safetensors(b'{"__metadata__":' + b"[" * 1_000_000
+                                                                        + b"]" * 1_000_000 + b"}")),
+    "safetensors_unhashable_dtype": ("unknown dtype", lambda: _safetensors(
+        b'{"a": {"dtype": ["F32"], "shape": [1], "data_offsets": [0, 4]}}' + b" " * 4) + b"\0" * 4),
+    "safetensors_huge_shape": ("absurd", lambda: _safetensors(
+        b'{"a": {"dtype": "F32", "shape": [0, 1099511627776, 1099511627776], "data_offsets": [0, 0]}}')),
+}

@@ -191,3 +191,33 @@ def test_info_ls_diff_peak_rss_does_not_grow_with_file_size(big_pair, tmp_path):
     assert max(peaks["info"], peaks["info-pre"], peaks["ls"]) < INFO_LS_BOUND_MIB, peaks
     assert peaks["diff"] < INFO_LS_BOUND_MIB + 20, peaks  # key alignment only: metadata, no tensor data
     assert all(p < size_mib / 4 for p in peaks.values()), (peaks, size_mib)
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 12 point 4: inputs that crashed the interpreter (SIGSEGV on a 1,000,000-deep tuple key)
+# or ended in "internal error": child processes only, so a regression cannot take pytest down
+
+def test_interpreter_crashers_are_refused_in_one_line(tmp_path):
+    paths = {}
+    for name, (_expect, build) in hc.CRASHERS.items():
+        paths[name] = tmp_path / f"{name}.pth"
+        paths[name].write_bytes(build())
+    jobs = [[cmd, str(p)] for p in paths.values() for cmd in ("info", "ls")]
+    results = hc.run_cli_batch(jobs, cwd=tmp_path, timeout=600)
+    bad = []
+    for argv, (rc, err, _out) in zip(jobs, results):
+        name = next(n for n, p in paths.items() if str(p) == argv[1])
+        lines = err.strip().splitlines()
+        if not (rc == 3 and len(lines) == 1 and hc.CRASHERS[name][0] in lines[0] and "internal" not in err):
+            bad.append(f"{argv[0]} {name}: rc={rc} {err.strip()[:200]}")
+    assert not bad, "\n".join(bad)
+
+
+def test_tuple_depth_needs_the_big_stack(tmp_path):
+    """Control: the same 1,000,000-deep tuple key does kill a plain unpickler on the default stack."""
+    import subprocess
+
+    code = ("import pickle, sys; sys.path.insert(0, %r); import hostile_corpus as hc; "
+            "pickle.loads(hc.pkl(hc._tuple_key(1_000_000)))") % str(hc.Path(hc.__file__).parent)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+    assert proc.returncode < 0, proc.returncode  # killed by a signal (SIGSEGV)
