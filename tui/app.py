@@ -41,8 +41,8 @@ class GsvInspectApp(App[int]):
 
     def __init__(self, pre: str | Path, ft: str | Path | None = None, *, rules: str | Path | None = None,
                  device: str = "cpu", trust: bool = False, stats: bool = True,
-                 pairs: dict[str, tuple] | None = None, pair: str | None = None) -> None:
-        super().__init__()
+                 pairs: dict[str, tuple] | None = None, pair: str | None = None, driver_class=None) -> None:
+        super().__init__(driver_class=driver_class)
         self.session = self._new_session(pre, ft, rules, device, trust)
         self.stats_enabled = stats
         self.pairs = pairs or {}
