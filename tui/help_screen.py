@@ -48,6 +48,8 @@ def help_text() -> Table:
     for status, label in labels.items():
         mark, colour = MARKS[status]
         t.add_row(Text(mark, style=f"bold {colour}"), label)
+    t.add_row(Text("*", style="bold red"), "a module holding problem keys of several kinds (one kind: that key's mark)")
+    t.add_row("∅", "absent on this side (a key, or a module with no key in that file)")
     t.add_row("↻", "fine-tuned key renamed by a rule")
     t.add_row("12.3% ▌", "share of the model's change Σ‖ft−pre‖² (bar: log scale, 0.01 % … 100 %);"
               " the Detail tab adds the relative change ‖ft−pre‖/‖pre‖")

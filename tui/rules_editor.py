@@ -90,8 +90,10 @@ class RulesEditor(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="rules-counts")
+        # Tab moves focus (TOML rules need no indentation) and Esc goes back to the key tree: the
+        # editor never keeps the keyboard (issue 13 point 1)
         area = RulesText(self._initial, id="rules-text", show_line_numbers=True, soft_wrap=False,
-                         tab_behavior="indent")
+                         tab_behavior="focus", classes="pane")
         try:
             area.language = "toml"  # highlighted when tree-sitter is installed, plain otherwise
         except Exception:
