@@ -21,7 +21,7 @@ from textual.widgets import Footer, Input, ProgressBar, Static, TabbedContent, T
 from .detail import SEVERITY_STYLE, DetailPanel, checkpoint_info, findings_view
 from .diff_view import MID_WIDTH, DiffView, fit
 from .module_chart import ModuleChart, module_items
-from .rules_editor import COUNT_ORDER, RulesEditor
+from .rules_editor import COUNT_ORDER, RulesEditor, RulesText
 
 if TYPE_CHECKING:
     from .app import GsvInspectApp
@@ -41,7 +41,7 @@ class MainScreen(Screen):
         Binding("a", "apply_suggestion", "Apply rule", id="rules.apply-suggestion"),
         Binding("p", "toggle_problems", "Problems", id="view.only-problems"),
         Binding("s", "toggle_sort", "Sort Δ", id="view.sort-change"),
-        Binding("n", "next_problem", "Next problem", id="nav.next-problem"),
+        Binding("n", "next_problem", "Next problem", show=False, id="nav.next-problem"),
         Binding("N", "next_problem(-1)", "Prev problem", show=False, id="nav.prev-problem"),
         Binding("e", "expand_all", "Expand all", show=False, id="view.expand-all"),
         Binding("c", "collapse_all", "Collapse all", show=False, id="view.collapse-all"),
@@ -267,6 +267,11 @@ class MainScreen(Screen):
     def _highlighted(self, event: DiffView.Highlighted) -> None:
         self.app.spectra.leave(event.line)
         self.app.details.show(event.line)
+
+    @on(RulesText.Left)
+    def _left_editor(self, event: RulesText.Left) -> None:
+        self.diff.focus()  # queued on the app: the key below follows it
+        self.app.call_later(self.app.simulate_key, event.key)
 
     @on(RulesEditor.Edited)
     def _rules_edited(self, event: RulesEditor.Edited) -> None:

@@ -56,6 +56,10 @@ async def test_esc_and_tab_leave_the_rules_editor(demo):
         await pilot.press("escape")
         await _tree_takes_keys(app, pilot)
         assert editor.text == "#x"                     # nothing typed into the rules on the way
+        # over SSH, Esc and the next key often arrive together and read as Alt+key
+        await pilot.press("r", "alt+j")
+        await settle(app, pilot)
+        assert app.focused is app.diff and app.diff.cursor == 1 and editor.text == "#x"
 
 
 async def test_palette_suggest_then_esc_leaves_keys_with_the_tree(demo):
