@@ -135,7 +135,6 @@ async def test_export_writes_from_the_alpha_field_with_what_was_typed(demo, tmp_
 
 async def test_export_never_writes_a_plan_still_being_made(demo, tmp_path):
     import threading
-    from types import SimpleNamespace
 
     out = tmp_path / "never.ckpt"
     app = make_app(demo, "gpt")
@@ -143,13 +142,13 @@ async def test_export_never_writes_a_plan_still_being_made(demo, tmp_path):
         await settle(app, pilot)
         screen = await _export_dialog(app, pilot, out)
         release = threading.Event()
-        real = screen._ex
+        real = screen._plan_export
 
         def slow_plan(*args, **kwargs):
             release.wait(10)
-            return real.plan_export(*args, **kwargs)
+            return real(*args, **kwargs)
 
-        screen._ex = SimpleNamespace(plan_export=slow_plan, run_export=real.run_export)
+        screen._plan_export = slow_plan
         screen.query_one("#export-alpha").focus()
         await pilot.press("0", "ctrl+s")               # the edit's plan is not on screen yet
         await pilot.pause(0.2)
