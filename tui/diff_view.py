@@ -4,6 +4,9 @@ A Line-API ``ScrollView`` (the toolong ``LogLines`` design): it holds the flatte
 :class:`~.model.ViewModel` and renders only the visible ones, each cached as a ``Strip``. That keeps
 every structural change (expand, filter, sort, new statistics) to a re-flatten of a few ms at
 20,000+ keys, where stock Tree/DataTable re-measure every line (TEXTUAL.md §c, §d).
+
+Slightly over 500 lines: the cell formatters (marks, change text and bars, fitting) sit with the only
+widget that lays them out in fixed columns; splitting them off would scatter one row's layout.
 """
 
 from __future__ import annotations
