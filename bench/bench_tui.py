@@ -133,14 +133,14 @@ async def interactive(pre: Path, ft: Path, repeat: int) -> dict[str, float]:
             before = app.model
             t0 = time.perf_counter()
             app.rules_editor.set_text(text, notify=False)
-            app.post_message(app.rules_editor.Edited(text))
+            app.rules_editor.post_message(app.rules_editor.Edited(text))
             while app.model is before:
                 await pilot.pause(0.002)
             add("rule edit -> counts updated (round trip, no debounce)", time.perf_counter() - t0)
             assert app.counts() == {"MATCHED": len(app.model.leaves)}, app.counts()
             app.rules_editor.set_text("", notify=False)
             before = app.model
-            app.post_message(app.rules_editor.Edited(""))
+            app.rules_editor.post_message(app.rules_editor.Edited(""))
             while app.model is before:
                 await pilot.pause(0.002)
 
@@ -201,7 +201,7 @@ async def interactive(pre: Path, ft: Path, repeat: int) -> dict[str, float]:
             await pilot.pause(0.01)
         app.rules_editor.set_text("[[rule]]\nstrip_prefix = 'module.'\n", notify=False)
         before = app.model
-        app.post_message(app.rules_editor.Edited(app.rules_editor.text))
+        app.rules_editor.post_message(app.rules_editor.Edited(app.rules_editor.text))
         while app.model is before:
             await pilot.pause(0.002)
         lags: list[float] = []

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 __all__ = ["GsvInspectApp", "run_app"]
 
+WEB_DRIVER_NAME = "textual.drivers.web_driver:WebDriver"  # what textual-serve puts in TEXTUAL_DRIVER
+
 
 def __getattr__(name: str):
     if name == "GsvInspectApp":
@@ -20,6 +22,7 @@ def __getattr__(name: str):
 def run_app(pre, ft=None, *, rules=None, device="cpu", trust=False, mouse=True, stats=True,
             pairs=None, pair=None) -> int:
     """Build and run the app; returns its exit code. A folder opens the run view (``run_view``)."""
+    import os
     from pathlib import Path
 
     from .app import GsvInspectApp
@@ -31,6 +34,10 @@ def run_app(pre, ft=None, *, rules=None, device="cpu", trust=False, mouse=True, 
             GsvInspectApp(a, b, rules=rules, device=device, trust=trust, stats=stats).run(mouse=mouse)
 
         return run_run_view(Path(pre), trust=trust, mouse=mouse, open_pair=open_pair)
-    app = GsvInspectApp(pre, ft, rules=rules, device=device, trust=trust, stats=stats, pairs=pairs, pair=pair)
+    driver = None
+    if os.environ.get("TEXTUAL_DRIVER") == WEB_DRIVER_NAME:  # under `gsvinspect serve` (textual-serve)
+        from .web_driver import ServedWebDriver as driver
+    app = GsvInspectApp(pre, ft, rules=rules, device=device, trust=trust, stats=stats, pairs=pairs, pair=pair,
+                        driver_class=driver)
     result = app.run(mouse=mouse)
     return int(result or 0)

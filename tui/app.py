@@ -41,8 +41,8 @@ class GsvInspectApp(App[int]):
 
     def __init__(self, pre: str | Path, ft: str | Path | None = None, *, rules: str | Path | None = None,
                  device: str = "cpu", trust: bool = False, stats: bool = True,
-                 pairs: dict[str, tuple] | None = None, pair: str | None = None) -> None:
-        super().__init__()
+                 pairs: dict[str, tuple] | None = None, pair: str | None = None, driver_class=None) -> None:
+        super().__init__(driver_class=driver_class)
         self.session = self._new_session(pre, ft, rules, device, trust)
         self.stats_enabled = stats
         self.pairs = pairs or {}
@@ -68,16 +68,27 @@ class GsvInspectApp(App[int]):
     def get_default_screen(self) -> MainScreen:
         return MainScreen(id="main-screen")
 
-    def title_text(self) -> Text:
+    def title_text(self, width: int = 0) -> Text:
+        """The top bar. When `width` is too small the demo tag goes first, then the pretrained name is
+        shortened: the fine-tuned name (the file being judged) always stays whole."""
         s = self.session
-        t = Text()
+        pre = s.pre_path.name
+        ft = s.ft_path.name if s.ft_path is not None else None
+        tag = f"   [demo: {self.pair}]" if self.pair else ""
+        fixed = len(" gsvinspect ") + 1 + (len("  ⇄  ") + len(ft) if ft else 0)
+        if width and fixed + len(pre) + len(tag) > width:
+            tag = ""
+            room = width - fixed
+            if len(pre) > room:
+                pre = (pre[:max(0, room - 1)] + "…") if room > 1 else ""
+        t = Text(no_wrap=True, overflow="ellipsis")
         t.append(" gsvinspect ", style="bold reverse")
-        t.append(f" {s.pre_path.name}", style="bold")
-        if s.ft_path is not None:
+        t.append(f" {pre}", style="bold")
+        if ft is not None:
             t.append("  ⇄  ", style="dim")
-            t.append(s.ft_path.name, style="bold")
-        if self.pair:
-            t.append(f"   [demo: {self.pair}]", style="dim")
+            t.append(ft, style="bold")
+        if tag:
+            t.append(tag, style="dim")
         return t
 
     # -- what the controllers and tests reach -------------------------------------------------------
@@ -161,13 +172,38 @@ class GsvInspectApp(App[int]):
         self.session = self._new_session(pre, ft, rules, self._device, self._trust)
         old.close()
         self.model = None
+        self.rules.offer(None)
         self.main.new_pair()
         self.loaded.clear()
         self.loader.start(self.session)
 
-    async def action_quit(self) -> None:
+    @property
+    def unsaved_rules(self) -> bool:
+        """The rules editor holds edits that are in no file (a suggestion counts as an edit)."""
+        s = self.session
+        return not s.single and s.pre is not None and self.rules_editor.text != s.saved_rules
+
+    def request_quit(self) -> None:
+        """`q`, Ctrl+Q: quit, but ask first when rule edits would be lost."""
+        if not self.unsaved_rules:
+            self.quit_now()
+            return
+        from .dialogs import ConfirmScreen
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.quit_now()
+
+        where = f" to {self.session.rules_path.name}" if self.session.rules_path else ""
+        self.push_screen(ConfirmScreen(f"The rules have edits that are not saved{where} "
+                                       f"(Ctrl+S saves them). Quit anyway?", yes="Quit"), answer)
+
+    def quit_now(self) -> None:
         self.stats.stop()  # stop the statistics thread at its next key
         self.exit(0)
+
+    async def action_quit(self) -> None:
+        self.request_quit()
 
     def get_system_commands(self, screen):
         yield from super().get_system_commands(screen)

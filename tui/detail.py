@@ -334,6 +334,13 @@ class DetailPanel(VerticalScroll):
         self.renderable = renderable
         self.query_one(".detail-body", Static).update(renderable)
 
+    def scroll_past(self, above: RenderableType) -> None:
+        """Scroll so that what follows `above` (the first part of what is shown) starts at the top."""
+        width = self.scrollable_content_region.width or 40
+        console = self.app.console
+        lines = len(console.render_lines(above, console.options.update_width(width), pad=False))
+        self.call_after_refresh(self.scroll_to, y=lines, animate=False)
+
     def plain_text(self, width: int = 100) -> str:
         """The panel's content as plain text."""
         import io

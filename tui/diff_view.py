@@ -4,6 +4,9 @@ A Line-API ``ScrollView`` (the toolong ``LogLines`` design): it holds the flatte
 :class:`~.model.ViewModel` and renders only the visible ones, each cached as a ``Strip``. That keeps
 every structural change (expand, filter, sort, new statistics) to a re-flatten of a few ms at
 20,000+ keys, where stock Tree/DataTable re-measure every line (TEXTUAL.md §c, §d).
+
+Slightly over 500 lines: the cell formatters (marks, change text and bars, fitting) sit with the only
+widget that lays them out in fixed columns; splitting them off would scatter one row's layout.
 """
 
 from __future__ import annotations
@@ -40,6 +43,19 @@ MARKS = {
 }
 SHORT_LABELS = {"SHAPE_DIFFERS": "shape≠", "MISSING": "missing", "UNEXPECTED": "unexpected",
                 "CONFLICT": "conflict", "DTYPE_DIFFERS": "dtype"}
+MIXED_MARK = ("*", "red")  # a group holding problem keys of more than one kind
+
+
+def group_mark(problems: dict[str, int]) -> tuple[str, str]:
+    """A module line's mark: its problem keys' mark when they are of one kind (so `-` means
+    "missing" on keys and groups alike), `*` when several kinds, blank when none."""
+    if not problems:
+        return " ", "default"
+    if len(problems) == 1:
+        return MARKS.get(next(iter(problems)), MIXED_MARK)
+    return MIXED_MARK
+
+
 BAR_CHARS = " ▏▎▍▌▋▊▉█"
 BAR_WIDTH = 4
 MID_WIDTH = 2 + 7 + BAR_WIDTH + 1  # " m" + "+12.3% " + bar + " "
@@ -124,8 +140,8 @@ class DiffView(ScrollView, can_focus=True):
     DiffView {
         background: $surface;
         scrollbar-gutter: stable;
-        & > .diffview--cursor { background: $accent 40%; }
-        &:focus > .diffview--cursor { background: $accent 70%; }
+        & > .diffview--cursor { background: $accent 40%; color: $text; }
+        &:focus > .diffview--cursor { background: $accent 70%; color: $text; text-style: bold; }
         & > .diffview--group { text-style: bold; }
         & > .diffview--dim { color: $text-muted; }
         & > .diffview--absent { color: $text-disabled; }
@@ -354,19 +370,35 @@ class DiffView(ScrollView, can_focus=True):
         self.virtual_size = Size(event.size.width, len(self.lines))
         self._cache.clear()
 
+    def on_focus(self) -> None:
+        self.refresh_line(self.cursor)
+
+    def on_blur(self) -> None:
+        self.refresh_line(self.cursor)
+
     def render_line(self, y: int) -> Strip:
         index = self.scroll_offset.y + y
         width = self.scrollable_content_region.width
         if index >= len(self.lines) or width <= 0:
             return Strip.blank(width, self.rich_style)
         is_cursor = index == self.cursor
-        key = (index, is_cursor, width, self._generation)
+        key = (index, is_cursor, width, self._generation, is_cursor and self.has_focus)
         strip = self._cache.get(key)
         if strip is None:
-            strip = Strip(self._render_segments(self.lines[index], width, is_cursor), width)
+            segments = self._render_segments(self.lines[index], width, is_cursor)
+            if is_cursor:
+                segments = self._on_cursor(segments)
+            strip = Strip(segments, width)
             strip = strip.adjust_cell_length(width, self.rich_style)
             self._cache[key] = strip
         return strip
+
+    def _on_cursor(self, segments: list[Segment]) -> list[Segment]:
+        """The cursor row in the cursor's own colours: red, magenta or dim text on the highlight
+        is hard to read (issue 13 point 4); the marks (=, -, +, ≠, !) still say what each key is."""
+        cursor = self.get_component_rich_style("diffview--cursor")
+        over = Style(color=cursor.color, bgcolor=cursor.bgcolor, bold=cursor.bold)
+        return [Segment(seg.text, (seg.style or Style()) + over) for seg in segments]
 
     def _render_segments(self, line: Line, width: int, is_cursor: bool) -> list[Segment]:
         base = self.rich_style
@@ -386,28 +418,7 @@ class DiffView(ScrollView, can_focus=True):
         segs: list[Segment] = []
         node = line.node
         if line.is_group:
-            gstyle = base + self.get_component_rich_style("diffview--group", partial=True)
-            arrow = "▼ " if line.expanded else "▶ "
-            label = indent + arrow + node.name
-            summary = f" {node.n_keys}"
-            problems = node.n_problems
-            segs.append(Segment(fit(label, max(0, left_w - cell_len(summary))), gstyle))
-            segs.append(Segment(fit(summary, min(left_w, cell_len(summary))), base + dim))
-            mark = "!" if problems else " "
-            segs.append(Segment(" " + mark, base + Style(color="red", bold=True)))
-            change = node.share
-            ctext = format_change(change) if problems < node.n_keys else "      "  # nothing paired
-            segs.append(Segment(ctext + " ", base + Style(color=change_colour(change))))
-            segs.append(Segment(change_bar(change), base + Style(color=change_colour(change))))
-            segs.append(Segment(" ", base))
-            if right_w:
-                if problems:
-                    parts = [f"{n} {SHORT_LABELS.get(s, s.lower())}" for s, n in sorted(node.problems.items())]
-                    text = indent + arrow + node.name + "  " + ", ".join(parts)
-                    segs.append(Segment(fit(text, right_w), gstyle + Style(color="red")))
-                else:
-                    segs.append(Segment(fit(indent + arrow + node.name, right_w), gstyle))
-            return segs
+            return self._group_segments(line, left_w, right_w, base, dim, absent)
 
         leaf: Leaf = node
         row = leaf.row
@@ -429,6 +440,40 @@ class DiffView(ScrollView, can_focus=True):
         renamed = row.ft_key is not None and row.ft_key != row.target
         segs.extend(self._side(prefix, name, row.ft, right_w, base, dim, absent, line.label is not None,
                                renamed=renamed))
+        return segs
+
+    def _group_segments(self, line: Line, left_w: int, right_w: int, base: Style, dim: Style,
+                        absent: Style) -> list[Segment]:
+        """A module line: each side shows the group only where that file has keys in it (∅ where
+        it has none); the mark says what kind of problem keys it holds (group_mark)."""
+        node = line.node
+        gstyle = base + self.get_component_rich_style("diffview--group", partial=True)
+        indent = "  " * line.depth
+        arrow = "▼ " if line.expanded else "▶ "
+        single = self.model is not None and self.model.single
+        segs: list[Segment] = []
+        if node.n_pre or single:
+            summary = f" {node.n_keys}"
+            segs.append(Segment(fit(indent + arrow + node.name, max(0, left_w - cell_len(summary))), gstyle))
+            segs.append(Segment(fit(summary, min(left_w, cell_len(summary))), base + dim))
+        else:  # only in the fine-tuned file (e.g. DDP's `module.` before a rule strips it)
+            segs.append(Segment(fit(indent + "  ∅", left_w), base + absent))
+        mark, colour = group_mark(node.problems)
+        segs.append(Segment(" " + mark, base + Style(color=colour, bold=True)))
+        change = node.share
+        ctext = format_change(change) if node.n_problems < node.n_keys else "      "  # nothing paired
+        segs.append(Segment(ctext + " ", base + Style(color=change_colour(change))))
+        segs.append(Segment(change_bar(change), base + Style(color=change_colour(change))))
+        segs.append(Segment(" ", base))
+        if right_w:
+            parts = [f"{n} {SHORT_LABELS.get(s, s.lower())}" for s, n in sorted(node.problems.items())]
+            if not node.n_ft:
+                segs.append(Segment(fit(indent + "  ∅  " + ", ".join(parts), right_w), base + absent))
+            elif parts:
+                text = indent + arrow + node.name + "  " + ", ".join(parts)
+                segs.append(Segment(fit(text, right_w), gstyle + Style(color="red")))
+            else:
+                segs.append(Segment(fit(indent + arrow + node.name, right_w), gstyle))
         return segs
 
     def _side(self, prefix: str, name: str, info: Any, width: int, base: Style, dim: Style, absent: Style,

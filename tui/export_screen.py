@@ -55,7 +55,10 @@ class ExportScreen(ModalScreen[Any]):
 
     BINDINGS = [
         Binding("escape", "close", "Close", id="export.close"),
-        Binding("ctrl+w", "write", "Write", id="export.write"),
+        # priority: no field can swallow it (Ctrl+W, the old key, deletes a word in an Input)
+        Binding("ctrl+s", "write", "Write", priority=True, id="export.write"),
+        Binding("pageup", "scroll_plan(-1)", "Plan up", show=False, id="export.plan-up"),
+        Binding("pagedown", "scroll_plan(1)", "Plan down", show=False, id="export.plan-down"),
     ]
 
     DEFAULT_CSS = """
@@ -87,7 +90,8 @@ class ExportScreen(ModalScreen[Any]):
         self.report: Any = None
         self.error: str | None = None
         self.writing = False
-        self._token = 0
+        self._token = 0  # the newest options' plan request
+        self._shown = -1  # the request whose plan is on screen
         from gsvinspect.export import plan, writer
 
         self._plan_export, self._run_export = plan.plan_export, writer.run_export
@@ -100,7 +104,7 @@ class ExportScreen(ModalScreen[Any]):
     def compose(self) -> ComposeResult:
         with Vertical() as v:
             v.border_title = "Export a new base model"
-            v.border_subtitle = "Esc close · Ctrl+W write"
+            v.border_subtitle = "Esc close · Ctrl+S write · PgUp/PgDn plan"
             with Grid(id="export-form"):
                 # the CLI's choices, its defaults first
                 yield Label("layout")
@@ -175,6 +179,8 @@ class ExportScreen(ModalScreen[Any]):
 
     def _show_plan(self, plan: Any, error: str | None) -> None:
         self.plan, self.plan_error = plan, error
+        self._shown = self._token
+        self.report = None  # a new plan replaces an old "written" result
         box = self.query_one("#export-plan-text", Static)
         if error:
             box.update(Text(f"✗ {error}", style="bold red"))
@@ -182,14 +188,49 @@ class ExportScreen(ModalScreen[Any]):
             ok = bool(getattr(plan, "ok", True))
             head = Text("Dry run — nothing written yet." if ok else "The export would be refused:",
                         style="bold" if ok else "bold red")
-            box.update(RGroup(head, rows_table(plan)))
+            box.update(RGroup(head, self._options_line(), rows_table(plan)))
         refused = plan is None or not getattr(plan, "ok", True)
         self.query_one("#export-write", Button).disabled = bool(error) or refused or self.writing
+
+    def _options_line(self) -> Text:
+        """What the plan on screen was made for, alpha spelled out (an edit's effect is visible)."""
+        try:
+            opts = self.options()
+        except ValueError:
+            return Text("")
+        alpha = opts["alpha"]
+        if alpha is None:
+            mix = "alpha: none (fine-tuned weights as they are)"
+        elif alpha == 0:
+            mix = "alpha 0: every weight from the PRETRAINED file"
+        elif alpha == 1:
+            mix = "alpha 1: fine-tuned weights"
+        else:
+            mix = f"alpha {alpha:g}: {alpha:g}·fine-tuned + {1 - alpha:g}·pretrained"
+        return Text(f"for {mix} · layout {opts['layout']} · dtype {opts['dtype']} · missing {opts['missing']}",
+                    style="cyan")
+
+    @on(Input.Changed, "#export-out")
+    def _out_changed(self) -> None:
+        """Another output path: an old result (written, or failed) no longer applies to it."""
+        if (self.report is not None or self.error is not None) and not self.writing:
+            self.report, self.error = None, None
+            self._show_plan(self.plan, self.plan_error)
+
+    def action_scroll_plan(self, pages: int) -> None:
+        plan = self.query_one("#export-plan", VerticalScroll)
+        plan.scroll_to(y=plan.scroll_y + pages * max(1, plan.scrollable_content_region.height - 1), animate=False)
 
     # -- writing ----------------------------------------------------------------------------
     @on(Button.Pressed, "#export-write")
     def action_write(self) -> None:
-        if self.writing or self.plan is None:
+        if self.writing:
+            return
+        if self._shown != self._token:
+            # an edit changed the options and its plan is not on screen yet: never write unseen
+            self.notify("the plan is being updated for your edit; check it, then write", severity="warning")
+            return
+        if self.plan is None:
             if self.plan_error:
                 self.notify(self.plan_error, severity="error")
             return

@@ -19,16 +19,19 @@ KEYS = (
         ("n  N", "next / previous problem key"), ("e  c", "expand all / collapse all"),
     ]),
     ("view", [
-        ("/", "filter keys (text, or a regex; re:… forces regex)"), ("Esc", "clear the filter"),
+        ("/", "filter keys (text, or a regex; re:… forces regex)"),
+        ("Esc", "back to the key tree from any pane; on the tree, clear the filter"),
         ("p", "only problems"), ("s", "sort by share of the change"), ("f", "flat list of full keys"),
-        ("Tab", "next pane"), ("1 2 3 4", "detail, rules, modules, info tab"),
+        ("Tab  Shift+Tab", "next / previous pane (arrows, PgUp PgDn scroll it)"),
+        ("1 2 3 4", "detail, rules, modules, info tab"),
     ]),
     ("actions", [
-        ("r", "edit rules (re-aligns as you type)"), ("Ctrl+S", "save the rules file"),
-        ("x", "export dialog (dry-run plan first)"),
+        ("r", "edit rules (re-aligns as you type; Tab or Esc leave)"), ("Ctrl+S", "save the rules file"),
+        ("a", "apply the suggested rule offered above the tree"),
+        ("x", "export dialog: dry-run plan first, Ctrl+S writes it, PgUp PgDn scroll it"),
         ("v", "spectrum of the change: low-rank (LoRA-like) or a rewrite? (a module: its most-changed weights)"),
         ("Ctrl+P", "command palette: suggest rules, load rules, …"),
-        ("?  F1", "this help"), ("q", "quit (cancels running statistics)"),
+        ("?  F1", "this help"), ("q", "quit (cancels running statistics; asks if rule edits are unsaved)"),
     ]),
 )
 
@@ -48,6 +51,8 @@ def help_text() -> Table:
     for status, label in labels.items():
         mark, colour = MARKS[status]
         t.add_row(Text(mark, style=f"bold {colour}"), label)
+    t.add_row(Text("*", style="bold red"), "a module holding problem keys of several kinds (one kind: that key's mark)")
+    t.add_row("∅", "absent on this side (a key, or a module with no key in that file)")
     t.add_row("↻", "fine-tuned key renamed by a rule")
     t.add_row("12.3% ▌", "share of the model's change Σ‖ft−pre‖² (bar: log scale, 0.01 % … 100 %);"
               " the Detail tab adds the relative change ‖ft−pre‖/‖pre‖")

@@ -21,7 +21,7 @@ from textual.widgets import Footer, Input, ProgressBar, Static, TabbedContent, T
 from .detail import SEVERITY_STYLE, DetailPanel, checkpoint_info, findings_view
 from .diff_view import MID_WIDTH, DiffView, fit
 from .module_chart import ModuleChart, module_items
-from .rules_editor import COUNT_ORDER, RulesEditor
+from .rules_editor import COUNT_ORDER, RulesEditor, RulesText
 
 if TYPE_CHECKING:
     from .app import GsvInspectApp
@@ -35,48 +35,55 @@ class MainScreen(Screen):
     app: "GsvInspectApp"
 
     BINDINGS = [
-        Binding("q", "app.quit", "Quit", id="app.quit"),
+        Binding("q", "quit", "Quit", id="app.quit"),
         Binding("slash", "filter", "Filter", id="view.filter"),
-        Binding("escape", "clear_filter", "Clear filter", show=False, id="view.clear-filter"),
+        Binding("escape", "back", "Back to keys", show=False, id="view.back"),
+        Binding("a", "apply_suggestion", "Apply rule", id="rules.apply-suggestion"),
         Binding("p", "toggle_problems", "Problems", id="view.only-problems"),
         Binding("s", "toggle_sort", "Sort Δ", id="view.sort-change"),
-        Binding("n", "next_problem", "Next problem", id="nav.next-problem"),
+        Binding("n", "next_problem", "Next problem", show=False, id="nav.next-problem"),
         Binding("N", "next_problem(-1)", "Prev problem", show=False, id="nav.prev-problem"),
         Binding("e", "expand_all", "Expand all", show=False, id="view.expand-all"),
         Binding("c", "collapse_all", "Collapse all", show=False, id="view.collapse-all"),
         Binding("f", "toggle_flat", "Flat list", show=False, id="view.flat"),
-        Binding("r", "app.edit_rules", "Rules", id="rules.edit"),
-        Binding("ctrl+s", "app.save_rules", "Save rules", show=False, id="rules.save"),
-        Binding("x", "app.export", "Export", id="export.open"),
-        Binding("v", "app.spectrum", "Spectrum", show=False, id="detail.spectrum"),
+        Binding("r", "edit_rules", "Rules", id="rules.edit"),
+        Binding("ctrl+s", "save_rules", "Save rules", show=False, id="rules.save"),
+        Binding("x", "export", "Export", id="export.open"),
+        Binding("v", "spectrum", "Spectrum", show=False, id="detail.spectrum"),
         Binding("1", "show_tab('tab-detail')", "Detail", show=False, id="tab.detail"),
         Binding("2", "show_tab('tab-rules')", "Rules tab", show=False, id="tab.rules"),
         Binding("3", "show_tab('tab-modules')", "Modules", show=False, id="tab.modules"),
         Binding("4", "show_tab('tab-info')", "Info", show=False, id="tab.info"),
         Binding("question_mark,f1", "app.help", "Help", id="app.help"),
     ]
+    """Keys of the main screen; check_action() hides (and disables) the ones that do nothing now."""
+
+    PAIR_ONLY = frozenset({"apply_suggestion", "toggle_problems", "toggle_sort", "next_problem", "edit_rules",
+                           "save_rules", "export"})
+    """Actions that need a pretrained and a fine-tuned checkpoint."""
 
     def compose(self) -> ComposeResult:
-        yield Static(self.app.title_text(), id="topbar")
+        yield Static(self.app.title_text(self.app.size.width), id="topbar")
         with Horizontal(id="body"):
             with Vertical(id="main"):
                 yield Input(placeholder="filter: text or regex (re:…)  Enter: keep · Esc: clear", id="filter")
+                yield Static("", id="hint")
                 yield Static(id="columns")
-                yield DiffView(id="diff")
+                yield DiffView(id="diff", classes="pane")
                 yield Static("", id="message")
                 with Horizontal(id="statusbar"):
                     yield Static("opening…", id="status")
                     yield ProgressBar(total=None, show_eta=False, show_percentage=True, id="progress")
             with TabbedContent(id="side", initial="tab-detail"):
                 with TabPane("Detail", id="tab-detail"):
-                    yield DetailPanel(id="detail")
+                    yield DetailPanel(id="detail", classes="pane")
                 with TabPane("Rules", id="tab-rules"):
                     yield RulesEditor(id="rules")
                 with TabPane("Modules", id="tab-modules"):
-                    yield ModuleChart(id="chart")
+                    yield ModuleChart(id="chart", classes="pane")
                 with TabPane("Info", id="tab-info"):
-                    yield DetailPanel(id="info")
-        yield Footer()
+                    yield DetailPanel(id="info", classes="pane")
+        yield Footer(compact=True)
 
     # -- widgets --------------------------------------------------------------------------------
     @property
@@ -98,6 +105,7 @@ class MainScreen(Screen):
     def on_mount(self) -> None:
         self.query_one("#filter", Input).display = False
         self.query_one("#message", Static).display = False
+        self.query_one("#hint", Static).display = False
         self.query_one("#progress", ProgressBar).display = False
         self._layout_for(self.app.size.width)
         self.diff.focus()
@@ -106,7 +114,11 @@ class MainScreen(Screen):
 
     def on_resize(self, event) -> None:
         self._layout_for(event.size.width)
+        self.paint_title()
         self.paint_columns()
+
+    def paint_title(self) -> None:
+        self.query_one("#topbar", Static).update(self.app.title_text(self.size.width or self.app.size.width))
 
     def _layout_for(self, width: int) -> None:
         self.set_class(width < NARROW_WIDTH, "-narrow")
@@ -115,7 +127,7 @@ class MainScreen(Screen):
     def new_pair(self) -> None:
         """Another pair is opening: title, empty tree, "opening…"."""
         self.diff.set_model(None)
-        self.query_one("#topbar", Static).update(self.app.title_text())
+        self.paint_title()
         self.query_one("#status", Static).update("opening…")
         self.paint_columns()
 
@@ -205,6 +217,7 @@ class MainScreen(Screen):
         self.diff.set_model(model)
         self.paint_columns()
         self.update_chart()
+        self.refresh_bindings()
 
     def stats_changed(self, finished: bool) -> None:
         """A batch of statistics was attached to the model."""
@@ -218,6 +231,7 @@ class MainScreen(Screen):
         self.update_status()
         if finished:
             self.app.details.show()
+            self.refresh_bindings()
 
     def update_chart(self) -> None:
         try:
@@ -254,6 +268,11 @@ class MainScreen(Screen):
         self.app.spectra.leave(event.line)
         self.app.details.show(event.line)
 
+    @on(RulesText.Left)
+    def _left_editor(self, event: RulesText.Left) -> None:
+        self.diff.focus()  # queued on the app: the key below follows it
+        self.app.call_later(self.app.simulate_key, event.key)
+
     @on(RulesEditor.Edited)
     def _rules_edited(self, event: RulesEditor.Edited) -> None:
         self.app.rules.edited(event.text)
@@ -263,10 +282,56 @@ class MainScreen(Screen):
         {"suggest": self.app.rules.suggest, "load": self.app.rules.load,
          "save": self.app.rules.save}[event.action]()
 
+    # -- which keys apply ---------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        """Keys that would do nothing here are neither shown in the footer nor run."""
+        app = self.app
+        model = app.model
+        if action in ("quit", "help", "show_tab", "back"):
+            return True
+        if model is None:
+            return False  # nothing opened (yet, or it failed)
+        if app.session.single and action in self.PAIR_ONLY:
+            return False
+        if action == "apply_suggestion":
+            return app.rules.suggestion is not None
+        if action == "next_problem":
+            return model.root.n_problems > 0
+        if action == "toggle_problems":
+            return model.root.n_problems > 0 or model.only_problems
+        return True
+
+    def show_hint(self, text: Text | None) -> None:
+        """A line above the keys that says what to do next (None hides it)."""
+        hint = self.query_one("#hint", Static)
+        hint.update(text or "")
+        hint.display = text is not None
+        self.refresh_bindings()
+
+    # -- keys that reach the app's work -----------------------------------------------------------
+    def action_quit(self) -> None:
+        self.app.request_quit()
+
+    def action_apply_suggestion(self) -> None:
+        self.app.rules.apply_suggestion()
+
+    def action_edit_rules(self) -> None:
+        self.app.action_edit_rules()
+
+    def action_save_rules(self) -> None:
+        self.app.action_save_rules()
+
+    def action_export(self) -> None:
+        self.app.action_export()
+
+    def action_spectrum(self) -> None:
+        self.app.action_spectrum()
+
     # -- view keys --------------------------------------------------------------------------------
     def _view_changed(self) -> None:
         self.diff.rebuild()
         self.update_status()
+        self.refresh_bindings()
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
@@ -287,9 +352,18 @@ class MainScreen(Screen):
             box.display = False
         self.diff.focus()
 
+    def action_back(self) -> None:
+        """Esc: from any pane (the rules editor too) back to the key tree; on the tree, clear the filter."""
+        box = self.query_one("#filter", Input)
+        if self.focused is not self.diff and self.focused is not box:
+            self.diff.focus()
+            return
+        self.action_clear_filter()
+
     def action_clear_filter(self) -> None:
         box = self.query_one("#filter", Input)
         if not box.display and not box.value:
+            self.diff.focus()
             return
         box.value = ""
         box.display = False

@@ -110,6 +110,8 @@ class Group:
     children: list = field(default_factory=list)  # Group | Leaf, in first-seen order
     # roll-ups (recomputed by ViewModel.rollup())
     n_keys: int = 0
+    n_pre: int = 0  # keys present in the pretrained file (0: the group exists only on the right)
+    n_ft: int = 0  # keys present in the fine-tuned file
     problems: dict[str, int] = field(default_factory=dict)
     n_problems: int = 0
     sq_pre: float = 0.0
@@ -262,7 +264,7 @@ class ViewModel:
         into their parents, deepest first (a few ms at 20k keys)."""
         groups = self._order
         for g in groups:
-            g.n_keys = 0
+            g.n_keys = g.n_pre = g.n_ft = 0
             g.problems = {}
             g.n_problems = 0
             g.sq_pre = g.sq_diff = 0.0
@@ -272,6 +274,11 @@ class ViewModel:
         for leaf in self.leaves.values():
             g = leaf.parent
             g.n_keys += 1
+            row = leaf.row
+            if row.pre is not None:
+                g.n_pre += 1
+            if row.ft is not None:
+                g.n_ft += 1
             if leaf.is_problem:
                 g.problems[leaf.status] = g.problems.get(leaf.status, 0) + 1
                 g.n_problems += 1
@@ -294,6 +301,8 @@ class ViewModel:
             if p is None:
                 continue
             p.n_keys += g.n_keys
+            p.n_pre += g.n_pre
+            p.n_ft += g.n_ft
             if g.n_problems:
                 p.n_problems += g.n_problems
                 for k, v in g.problems.items():

@@ -44,6 +44,27 @@ def module_items(model: ViewModel | None, depth: int = 2) -> list[tuple[str, flo
     return out
 
 
+def short_labels(names: list[str], width: int) -> list[str]:
+    """Labels of at most `width` cells, distinct whenever the names are: the end of a dotted path
+    says most, so the middle goes first (`model.ar_te…word_embeddings`, `model.ar_au…word_embeddings`
+    rather than `…ing.word_embeddings` twice)."""
+    def cut(name: str, head: int) -> str:
+        if len(name) <= width:
+            return name
+        tail = width - 1 - head
+        return name[:head] + "…" + name[-tail:] if tail > 0 else name[:width - 1] + "…"
+
+    labels = [cut(n, 0) for n in names]
+    for head in range(1, width):
+        if len(set(labels)) == len(set(names)):
+            break
+        seen: dict[str, int] = {}
+        for label in labels:
+            seen[label] = seen.get(label, 0) + 1
+        labels = [cut(n, head) if seen[lab] > 1 else lab for n, lab in zip(names, labels)]
+    return labels
+
+
 def chart_text(items: list[tuple[str, float, int]], width: int, limit: int = 40) -> Text:
     if not items:
         return Text("Statistics not available yet.", style="dim")
@@ -52,8 +73,8 @@ def chart_text(items: list[tuple[str, float, int]], width: int, limit: int = 40)
     bar_w = max(4, width - name_w - 9)
     top = max(c for _, c, _ in items) or 1.0
     text = Text()
-    for name, change, _n in items:
-        label = name if len(name) <= name_w else "…" + name[-(name_w - 1):]
+    labels = short_labels([n for n, _, _ in items], name_w)
+    for (name, change, _n), label in zip(items, labels):
         cells = change / top * bar_w
         full = int(cells)
         bar = "█" * full + ("▌" if cells - full >= 0.5 else "")

@@ -34,6 +34,22 @@ class RulesText(TextArea):
 
     error_line: int | None = None  # 1-based
 
+    class Left(Message):
+        """Esc and the next key arrived as one Alt+key (they do over SSH): leave, then do `key`."""
+
+        def __init__(self, key: str) -> None:
+            super().__init__()
+            self.key = key
+
+    async def _on_key(self, event) -> None:
+        key = event.key
+        if key.startswith("alt+") and len(key) == 5 and key[4].isprintable():
+            event.stop()
+            event.prevent_default()
+            self.post_message(self.Left(key[4:]))
+            return
+        await super()._on_key(event)
+
     def render_line(self, y: int) -> Strip:
         strip = super().render_line(y)
         if self.error_line is not None and not self.soft_wrap:
@@ -90,8 +106,10 @@ class RulesEditor(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="rules-counts")
+        # Tab moves focus (TOML rules need no indentation) and Esc goes back to the key tree: the
+        # editor never keeps the keyboard (issue 13 point 1)
         area = RulesText(self._initial, id="rules-text", show_line_numbers=True, soft_wrap=False,
-                         tab_behavior="indent")
+                         tab_behavior="focus", classes="pane")
         try:
             area.language = "toml"  # highlighted when tree-sitter is installed, plain otherwise
         except Exception:

@@ -29,6 +29,16 @@ class Realigned:
 
 
 @dataclass
+class Suggestion:
+    """Rules the app offers on first run: their TOML, one line per rule, and what they pair."""
+
+    toml: str
+    described: list[str]
+    paired: int
+    problems: int
+
+
+@dataclass
 class Session:
     """Checkpoints plus everything derived from them; mutated only on the UI thread."""
 
@@ -40,6 +50,7 @@ class Session:
     pre: Any = None
     ft: Any = None
     rules_text: str = ""
+    saved_rules: str = ""  # the rules text as in the rules file (read or last saved); "" without one
     rules: Any = None
     alignment: Any = None
     findings: list = field(default_factory=list)
@@ -165,6 +176,24 @@ class Session:
         from gsvinspect.align.suggest import suggest_rules
 
         return suggest_rules(list(self.pre.weights), list(self.ft.weights)).to_toml()
+
+    def suggestion(self) -> "Suggestion | None":  # worker thread
+        """The suggested rules when they pair more keys than the current alignment, else None."""
+        if self.single or self.alignment is None:
+            return None
+        from gsvinspect.align.alignment import align
+        from gsvinspect.align.suggest import suggest_rules
+
+        rules = suggest_rules(list(self.pre.weights), list(self.ft.weights))
+        if not len(rules):
+            return None
+        after = align(self.pre.weights, self.ft.weights, rules)
+        problems = sum(n for status, n in after.counts.items() if status.is_problem)
+        before = sum(n for status, n in self.alignment.counts.items() if status.is_problem)
+        if problems >= before:
+            return None
+        paired = sum(1 for r in after.rows if r.pre is not None and r.ft is not None)
+        return Suggestion(rules.to_toml(), [r.describe() for r in rules.rules], paired, problems)
 
     def close(self) -> None:
         for ck in (self.pre, self.ft):

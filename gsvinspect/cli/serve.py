@@ -27,7 +27,8 @@ def add_parser(subparsers) -> None:
 
 
 def app_command(args) -> str:
-    """The shell command each browser session runs."""
+    """The shell command each browser session runs (`exec`: the shell becomes the app, so the
+    server's process is the app itself and nothing is left behind when it ends)."""
     argv = [sys.executable, "-m", "gsvinspect"]
     if args.files:
         argv += ["open", *args.files]
@@ -37,7 +38,7 @@ def app_command(args) -> str:
         argv += ["--rules", args.rules]
     if args.trust:
         argv += ["--trust"]
-    return " ".join(shlex.quote(a) for a in argv)
+    return "exec " + " ".join(shlex.quote(a) for a in argv)
 
 
 def run(args) -> int:

@@ -318,8 +318,8 @@ async def _open_export(app, pilot, out):
 
 
 async def _write(app, pilot, screen, *confirm: str):
-    """Press Ctrl+W (then the `confirm` keys, e.g. "y" to overwrite) and wait for the write to end."""
-    await pilot.press("ctrl+w")
+    """Press Ctrl+S (then the `confirm` keys, e.g. "y" to overwrite) and wait for the write to end."""
+    await pilot.press("ctrl+s")
     if confirm:
         await pilot.pause()
         await pilot.press(*confirm)
@@ -363,7 +363,7 @@ async def test_export_asks_before_overwriting_and_reports_bad_paths(demo, tmp_pa
         await settle(app, pilot)
         screen = await _open_export(app, pilot, out)
         assert screen.plan is not None
-        await pilot.press("ctrl+w")
+        await pilot.press("ctrl+s")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("n")                        # no: nothing written

@@ -109,7 +109,7 @@ def test_serve_command_line_uses_this_interpreter():
     from gsvinspect.cli.serve import app_command
 
     cmd = app_command(argparse.Namespace(files=["p q.pth", "ft.pth"], rules=None, trust=False))
-    assert cmd.startswith(sys.executable) and "-m gsvinspect open 'p q.pth' ft.pth" in cmd
+    assert cmd.startswith(f"exec {sys.executable}") and "-m gsvinspect open 'p q.pth' ft.pth" in cmd
 
 
 

@@ -27,10 +27,13 @@ class DetailController(Controller):
     def __init__(self, app) -> None:
         super().__init__(app)
         self.embedding: Any = None  # the phoneme-row table of the shown key, when it has one
+        self.to_spectrum = False  # `v` was pressed here: keep its section in view
 
     def show(self, line: Line | None = None) -> None:
         """Show `line` (default: the one under the cursor), then fetch its phoneme rows if any."""
         line = line if line is not None else self.app.diff.current
+        if line is None or line.ident != self.app.spectra.computing:
+            self.to_spectrum = False
         self.embedding = None
         self.paint(line)
         if line is not None and not line.is_group and is_embedding(line):
@@ -43,9 +46,14 @@ class DetailController(Controller):
         if self.embedding is not None:
             parts.append(self.embedding)
         spectrum = self.app.spectra.section(line)
+        above = None
         if spectrum is not None:
+            above = RGroup(*parts) if self.to_spectrum else None
             parts.append(spectrum)
-        self.app.main.detail.show(RGroup(*parts) if len(parts) > 1 else parts[0])
+        panel = self.app.main.detail
+        panel.show(RGroup(*parts) if len(parts) > 1 else parts[0])
+        if above is not None:
+            panel.scroll_past(above)  # what `v` asked for is brought into view
 
     def _rows(self, session: Any, line: Line) -> None:  # worker thread
         row = line.node.row

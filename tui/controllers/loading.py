@@ -72,6 +72,7 @@ class Loader(Controller):
         if session is not app.session:
             return  # the user switched pairs meanwhile
         app.rules_editor.set_text(rules_text, notify=False)
+        session.saved_rules = rules_text
         if result.error is not None:
             # bad rules file: the keys were aligned without rules; the editor shows the error
             app.errors.notice(f"rules: {result.error}", timeout=8)
@@ -85,5 +86,6 @@ class Loader(Controller):
         app.loaded.set()
         if not session.single:
             app.diagnosis.start()
+            app.rules.check_suggestion()
             if app.stats_enabled:
                 app.call_after_refresh(app.stats.start)

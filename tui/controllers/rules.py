@@ -9,8 +9,10 @@ from __future__ import annotations
 import gc
 from pathlib import Path
 
+from rich.text import Text
+
 from ..dialogs import PromptScreen
-from ..session import Realigned
+from ..session import Realigned, Suggestion
 from .base import Controller
 
 
@@ -20,6 +22,7 @@ class RulesController(Controller):
     def __init__(self, app) -> None:
         super().__init__(app)
         self.generation = 0
+        self.suggestion: Suggestion | None = None  # offered on screen with `a` (first run)
 
     # -- re-alignment -------------------------------------------------------------------------
     def edited(self, text: str) -> None:
@@ -54,10 +57,55 @@ class RulesController(Controller):
         if dead:
             extra += " · unused: " + ", ".join(str(i + 1) for i in dead)
         editor.show_result(app.counts(), None, extra)
+        if self.suggestion is not None and text.strip():
+            self.offer(None)  # the user has rules of their own now
         app.main.update_status()
         app.diagnosis.start()
         if app.stats_enabled and app.session.pending_triples():
             app.stats.start()
+
+    # -- the first-run offer ------------------------------------------------------------------
+    def check_suggestion(self) -> None:
+        """After the first load without rules: do suggested rules pair more keys? (a worker)"""
+        session = self.app.session
+        if session.single or session.rules_text.strip() or session.alignment is None or session.alignment.ok:
+            return
+        self.run(self._suggestion, session, description="suggest rules")
+
+    def _suggestion(self, session) -> None:  # worker thread
+        try:
+            found = session.suggestion()
+        except Exception:  # advisory: the palette's "Suggest rules" still reports its own problems
+            return
+        if found is not None:
+            self.deliver(self._found, session, found)
+
+    def _found(self, session, found: Suggestion) -> None:
+        if session is self.app.session and not self.app.rules_editor.text.strip():
+            self.offer(found)
+
+    def offer(self, found: Suggestion | None) -> None:
+        """Show (or with None, withdraw) the one-key offer above the key tree."""
+        self.suggestion = found
+        if found is None:
+            self.app.main.show_hint(None)
+            return
+        text = Text()
+        text.append(" These files line up after a suggested rule ", style="bold")
+        text.append("(" + "; ".join(found.described) + ")", style="cyan")
+        text.append(f": {found.paired:,} keys paired. Press ", style="bold")
+        text.append(" a ", style="bold reverse")
+        text.append(" to apply it.", style="bold")
+        self.app.main.show_hint(text)
+
+    def apply_suggestion(self) -> None:
+        """`a`: put the offered rules in the editor (they re-align like any edit)."""
+        found = self.suggestion
+        if found is None:
+            return
+        self.offer(None)
+        self.app.rules_editor.set_text(found.toml)
+        self.app.notify("suggested rules applied (Ctrl+S saves them; r edits them)")
 
     # -- suggest / load / save ----------------------------------------------------------------
     def suggest(self) -> None:
@@ -86,6 +134,7 @@ class RulesController(Controller):
                 app.errors.dialog("Cannot load rules", f"{p}: {exc}")
                 return
             app.session.rules_path = p
+            app.session.saved_rules = text
             app.rules_editor.set_text(text)
             app.notify(f"loaded {p.name}")
 
@@ -101,12 +150,14 @@ class RulesController(Controller):
             if not path:
                 return
             p = Path(path).expanduser()
+            text = app.rules_editor.text
             try:
-                p.write_text(app.rules_editor.text, encoding="utf-8")
+                p.write_text(text, encoding="utf-8")
             except OSError as exc:
                 app.errors.dialog("Cannot save rules", f"{p}: {exc}")
                 return
             app.session.rules_path = p
+            app.session.saved_rules = text
             app.notify(f"saved {p}")
 
         if app.session.rules_path is not None:

@@ -40,6 +40,7 @@ class SpectrumController(Controller):
         self.asked[line.ident] = ask
         self.computing = line.ident
         app.main.show_tab("tab-detail")
+        app.details.to_spectrum = True
         app.details.paint(line)
         if isinstance(ask, SpectrumAsk):
             todo = [r for r in ask.rows if (r.pre_key, r.ft_key) not in app.session.spectra]
