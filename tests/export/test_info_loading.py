@@ -110,6 +110,9 @@ def test_upstream_reading_says_when_gpt_sovits_reads_another_version(tmp_path):
     assert "3-get-semantic) reads v2" in training
     ok, _ = upstream_reading(f, layout="sovits-g-pretrained", version="v2", fits=("v2",), text_embedding_rows=732)
     assert ok.startswith("yes: reads it as v2 (by size)")
+    scaled = upstream_reading(f, layout="sovits-g-pretrained", version="v2", fits=("v2",), text_embedding_rows=732,
+                              full_size=False)
+    assert all("scaled-down file: the size thresholds say nothing" in line for line in scaled)
 
 
 def test_scaler_line_says_no_once(tmp_path, _cli):
