@@ -313,7 +313,8 @@ def _version_findings(p: "_Pair", out: list[Finding]) -> None:
 
 
 _TRAINED = {Layout.GPT_LIGHTNING: "Lightning training checkpoint", Layout.GPT_WEIGHTS: "GPT_weights export",
-            Layout.SOVITS_G_TRAIN: "training checkpoint (G_*.pth)", Layout.SOVITS_D_TRAIN: "training checkpoint (D_*.pth)",
+            Layout.SOVITS_G_TRAIN: "training checkpoint (G_*.pth)",
+            Layout.SOVITS_D_TRAIN: "training checkpoint (D_*.pth)",
             Layout.SOVITS_G_LORA_TRAIN: "LoRA training checkpoint", Layout.SOVITS_WEIGHTS: "SoVITS_weights export",
             Layout.SOVITS_WEIGHTS_LORA: "LoRA export"}
 _BASES = {Layout.GPT_PRETRAINED: "pretrained GPT", Layout.SOVITS_G_PRETRAINED: "pretrained G",
@@ -337,7 +338,10 @@ def _swapped_findings(p: "_Pair", out: list[Finding]) -> None:
         out.append(Finding("error", "swapped-files", said, []))
 
 
-_FINDERS = (_swapped_findings, _different_models, _rule_findings, _enc_q_findings, _embedding_findings, _shape_findings, _pro_findings, _gpt_prefix_findings, _wrapper_findings, _file_findings, _version_findings)
+# in the order the findings were always produced (the sort by severity is stable)
+_FINDERS = (_swapped_findings, _different_models, _rule_findings, _enc_q_findings, _embedding_findings,
+            _shape_findings, _pro_findings, _gpt_prefix_findings, _wrapper_findings, _file_findings,
+            _version_findings)
 
 
 _KIND_WORDS = {"gpt": "GPT (s1) model", "sovits-G": "SoVITS generator", "sovits-G-lora": "SoVITS generator",

@@ -205,27 +205,28 @@ def upstream_reading(path: str | os.PathLike, *, layout: str, version: str, fits
     """(inference, training): how GPT-SoVITS's own code reads this file's version, in one line each,
     starting "yes" when that is the version the file is (or a sibling of an identical net)."""
     want = set(fits) | {version}
+    train = _training(layout, path, full_size)
     if layout in ("sovits-weights", "sovits-weights-lora", "sovits-g-pretrained"):
         try:
             (_, model_v, lora), step = fast_version(path)
         except KeyError as exc:
-            return f"no: process_ckpt raises KeyError on the header {exc.args[0]!r}", _training(layout, path)
+            return f"no: process_ckpt raises KeyError on the header {exc.args[0]!r}", train
         symbols = symbols_from_rows(text_embedding_rows) if model_v in ("v1", "v2") else "v2"
         read = "v1" if model_v == "v2" and symbols == "v1" else model_v
         how = f"reads it as {read}{' LoRA' if lora else ''} (by {step})"
         if step == "size" and not full_size:
-            return f"{how}; a scaled-down file: the size thresholds say nothing about it", _training(layout, path)
+            return f"{how}; a scaled-down file: the size thresholds say nothing about it", train
         if read in want or (read == "v3" and "v4" in want and layout == "sovits-g-pretrained"):
-            return f"yes: {how}", _training(layout, path)
+            return f"yes: {how}", train
         why = {"v2Pro": "a plain-PK Pro file is only recognised by its 05 header or the official md5",
                "v2ProPlus": "a plain-PK Pro file is only recognised by its 06 header or the official md5",
                "v4": "a plain-PK file >= 700 MiB is always v3"}.get(version, "the size ladder decides")
-        return f"no: {how}, not {version}: {why}", _training(layout, path)
+        return f"no: {how}, not {version}: {why}", train
     if layout in ("gpt-pretrained", "gpt-weights"):
         v = classify_gpt(config, gpt_rows, version)
         if v.ok:
-            return "yes: builds the net from config['model'] and loads strictly", _training(layout, path)
-        return "no: " + "; ".join(v.notes), _training(layout, path)
+            return "yes: builds the net from config['model'] and loads strictly", train
+        return "no: " + "; ".join(v.notes), train
     if layout == "gpt-lightning":
         return "no: inference reads 'weight', a Lightning checkpoint has 'state_dict' (export it)", \
             "resumes through Lightning (needs torch.load(weights_only=True) to succeed)"
@@ -233,15 +234,16 @@ def upstream_reading(path: str | os.PathLike, *, layout: str, version: str, fits
         return "no: inference reads 'weight', a training checkpoint has 'model' (export it)", \
             "resumes through utils.load_checkpoint; the network comes from the version chosen in the webui"
     if layout == "sovits-d-pretrained":
-        return "not read by inference", _training(layout, path)
+        return "not read by inference", train
     return "no version detection applies", "no version detection applies"
 
 
-def _training(layout: str, path) -> str:
+def _training(layout: str, path, full_size: bool = True) -> str:
     if layout == "sovits-g-pretrained":
         sem = semantic_version(os.path.getsize(path))
+        scaled = "; a scaled-down file: the size thresholds say nothing about it" if not full_size else ""
         return (f"the network is the version chosen in the webui; dataset preparation (3-get-semantic) reads "
-                f"{sem} from the size")
+                f"{sem} from the size{scaled}")
     if layout in ("sovits-weights", "sovits-weights-lora"):
         return "not a training base (inference export)"
     return "the network is the version chosen in the webui (no detection)"

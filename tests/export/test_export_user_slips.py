@@ -10,6 +10,7 @@ import pytest
 
 from gsvinspect.align.alignment import align
 from gsvinspect.align.knowledge import diagnose
+from gsvinspect.cli.main import main
 from gsvinspect.load.checkpoint import open_checkpoint
 
 from helpers_export import export_ok, one_torch_thread, pair_factory  # noqa: F401
@@ -42,15 +43,16 @@ def test_check_and_export_give_one_verdict_on_scaled_widths(pairs, tmp_path):
     assert dict(rep.describe())["expected keys"] == f"sovits-G-v2: {said_by_export}"
 
 
-def test_swapped_arguments_are_refused_with_the_override_named(pairs, tmp_path):
+def test_swapped_arguments_are_refused_with_the_override_named(pairs, tmp_path, capsys):
     pre, ft = pairs("sovits-G", "v2")  # pretrained s2G, then a training G_*.pth
     out = tmp_path / "out.pth"
-    r = _cli("export", ft, pre, "-o", out)
+    r = _cli("export", ft, pre, "-o", out)  # as a user types it: a subprocess
     assert r.returncode == 3 and not out.exists()
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "look swapped" in lines[0] and "--allow-swapped" in lines[0]
-    assert _cli("export", ft, pre, "-o", out, "--allow-swapped").returncode == 0 and out.exists()
-    assert _cli("export", pre, ft, "-o", tmp_path / "right.pth").returncode == 0
+    assert main(["export", str(ft), str(pre), "-o", str(out), "--allow-swapped"]) == 0 and out.exists()
+    assert main(["export", str(pre), str(ft), "-o", str(tmp_path / "right.pth")]) == 0
+    capsys.readouterr()
 
 
 def test_diff_says_the_files_look_swapped(pairs):
@@ -62,10 +64,11 @@ def test_diff_says_the_files_look_swapped(pairs):
     assert "swapped-files" not in [x.code for x in right]
 
 
-def test_dry_run_shows_out(pairs, tmp_path):
+def test_dry_run_shows_out(pairs, tmp_path, capsys):
     pre, ft = pairs("gpt", "v2")
     out = tmp_path / "new-base.ckpt"
     r = _cli("export", pre, ft, "-o", out, "--dry-run")
     assert r.returncode == 0 and str(out) in " ".join(r.stdout.split()) and not out.exists()
-    d = json.loads(_cli("export", pre, ft, "-o", out, "--dry-run", "--json").stdout)
+    assert main(["export", str(pre), str(ft), "-o", str(out), "--dry-run", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
     assert d["out"] == str(out) and d["dry_run"]

@@ -24,7 +24,12 @@ from gsvinspect.load.checkpoint import open_checkpoint
 from gsvinspect.load.safe_unpickle import TensorRef
 from gsvinspect.meta import Layout
 
-CASES = [(lay, v) for lay in Layout if lay is not Layout.SAFETENSORS for v in synth.layout_versions(lay)]
+# Layouts whose container is the same for every version (no placeholder, no header: only the key
+# set changes) are repaired at their first and last version; every other layout at every version.
+_SAME_CONTAINER = {Layout.SOVITS_G_TRAIN, Layout.SOVITS_D_TRAIN, Layout.STATE_DICT, Layout.UNKNOWN,
+                   Layout.GPT_PRETRAINED, Layout.SOVITS_D_PRETRAINED}
+CASES = [(lay, v) for lay in Layout if lay is not Layout.SAFETENSORS for i, v in enumerate(synth.layout_versions(lay))
+         if lay not in _SAME_CONTAINER or i in (0, len(synth.layout_versions(lay)) - 1)]
 
 _LOADER = r"""
 import hashlib, json, sys, torch
@@ -104,7 +109,7 @@ def test_every_layout_loads_weights_only_after_repair_tensor_for_tensor(repaired
         # our prediction of torch's verdict on the original is right, both ways
         assert isinstance(originals[str(src)], str) == bool(blockers), (lay, v, originals[str(src)], blockers)
         failing_before += bool(blockers)
-    assert failing_before >= 10  # Lightning, HParams configs and headered exports really failed before
+    assert failing_before >= 8  # Lightning, HParams configs and headered exports really failed before
 
 
 def test_the_three_errors_users_see_are_the_ones_repair_fixes(repaired):
