@@ -246,8 +246,11 @@ class _Pass:
                 for i in chain:
                     if raws[i] is None:
                         continue
-                    cur = _as_f32(raws[i][lo:hi], dtypes[i], self.buf[1 + used % 2][:m])   # prev: the other
-                    used += 1
+                    if dtypes[i] == "float32":       # compared in place, straight from the mapping
+                        cur = raws[i][lo:hi]
+                    else:                             # converted into the buffer prev is not in
+                        cur = _as_f32(raws[i][lo:hi], dtypes[i], self.buf[1 + used % 2][:m])
+                        used += 1
                     sc, nan, inf, ovf = _health(cur, dtypes[i])
                     np.subtract(cur, base, out=diff)
                     d_base = _finite_sumsq(diff)

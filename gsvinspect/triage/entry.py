@@ -96,8 +96,9 @@ def _int(v) -> int | None:
     return int(v) if isinstance(v, int) and not isinstance(v, bool) else None
 
 
-_INFO_SOVITS = re.compile(r"^(\d+)epoch_(\d+)iteration$")
-_INFO_GPT = re.compile(r"^GPT-e(\d+)$")
+# upstream's info strings; `gsvinspect export` writes the same followed by " (gsvinspect …)"
+_INFO_SOVITS = re.compile(r"(\d+)epoch_(\d+)iteration\b")
+_INFO_GPT = re.compile(r"GPT-e(\d+)\b")
 _NAME_LIGHTNING = re.compile(r"epoch=(\d+)-step=(\d+)")
 _NAME_SOVITS = re.compile(r"_e(\d+)_s(\d+)(?:_l\d+)?$")
 _NAME_GPT = re.compile(r"-e(\d+)$")

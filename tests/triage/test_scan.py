@@ -103,3 +103,14 @@ def test_forked_workers_give_the_same_rows(run_tree, scanned, monkeypatch):
     if len(os.sched_getaffinity(0)) > 1:
         assert calls and calls[0] >= 2
     assert [e.as_dict() for e in forked.entries] == [e.as_dict() for e in scanned[0].entries]
+
+
+def test_info_strings_with_gsvinspect_provenance_still_give_epoch_and_step():
+    """`gsvinspect export` writes upstream's info followed by where the file came from."""
+    from gsvinspect.meta import Layout
+    from gsvinspect.triage.entry import epoch_step_from_file
+
+    info = "8epoch_200iteration (gsvinspect 0.1.0: v2 sovits-g from G_200.pth over s2G2333k.pth)"
+    assert epoch_step_from_file(Layout.SOVITS_WEIGHTS, {"info": info}) == (8, 200)
+    assert epoch_step_from_file(Layout.GPT_WEIGHTS, {"info": "GPT-e15 (gsvinspect 0.1.0: ...)"}) == (15, None)
+    assert epoch_step_from_file(Layout.SOVITS_WEIGHTS, {"info": "pretrained_s2G_v2"}) == (None, None)
