@@ -37,3 +37,33 @@ def test_demo_summary_counts_read_like_diffs_headline(demo_dir):
     assert "keys: 295 matched (295 differ only in dtype)" in keys, keys
     assert any(k.endswith(": 776 matched (776 differ only in dtype)") for k in keys), keys
     assert not any("dtype-differs" in k for k in keys), keys
+
+
+@pytest.fixture(scope="module")
+def sovits_pair(tmp_path_factory):
+    from gsvinspect import synth
+
+    root = tmp_path_factory.mktemp("qa-pair")
+    pre, ft = synth.write_pair(root, "sovits-G", "v2", scale=16)
+    return root, pre, ft
+
+
+def test_check_of_an_inference_export_agrees_with_what_export_said(sovits_pair):
+    """`export --layout sovits-weights` ends with "expected keys sovits-G-v2-export: OK"; a plain `check`
+    of that file said only "NOT loadable as-is: 103 missing", and `check --as sovits-G-v2-export`
+    named s2_train.py's loader, which never reads an inference export (issue 13 point 13)."""
+    root, pre, ft = sovits_pair
+    out = root / "export_w.pth"
+    res = gsv("export", pre, ft, "-o", out, "--layout", "sovits-weights")
+    assert res.returncode == 0, res.stderr
+    said = next(ln for ln in res.stdout.splitlines() if ln.startswith("expected keys"))
+    assert "sovits-G-v2-export" in said
+    verdict = said.split("sovits-G-v2-export: ", 1)[1].strip()
+    chk = gsv("check", out)
+    assert chk.returncode == 1 and "[enc-q-missing]" in chk.stdout       # as a training base: enc_q is missing
+    text = " ".join(chk.stdout.split())
+    assert "[export-complete] as an inference export (sovits-G-v2-export" in text
+    assert verdict.split(":")[0] in text                                  # the same verdict as export's
+    chk2 = gsv("check", out, "--as", "sovits-G-v2-export")
+    loader = next(ln for ln in chk2.stdout.splitlines() if ln.startswith("loader:"))
+    assert "inference" in loader and "s2_train.py" not in loader
