@@ -67,3 +67,22 @@ def test_check_of_an_inference_export_agrees_with_what_export_said(sovits_pair):
     chk2 = gsv("check", out, "--as", "sovits-G-v2-export")
     loader = next(ln for ln in chk2.stdout.splitlines() if ln.startswith("loader:"))
     assert "inference" in loader and "s2_train.py" not in loader
+
+
+def test_repair_plan_lists_no_change_that_changes_nothing(tmp_path):
+    """A v2Pro SoVITS_weights export (header 05, HParams config whose model.version is already v2Pro)
+    repaired with --header plain: the plan listed "change config.model.version: 'v2Pro' -> 'v2Pro'"."""
+    import torch
+
+    from gsvinspect import synth
+    from gsvinspect.meta import Layout
+
+    src = synth.write_checkpoint(tmp_path / "pro.pth", Layout.SOVITS_WEIGHTS, "v2Pro", scale=16)
+    out = tmp_path / "fixed.pth"
+    res = gsv("repair", src, "-o", out, "--header", "plain")
+    assert res.returncode == 0, res.stderr
+    changes = [ln for ln in res.stdout.splitlines() if ln.startswith("change")]
+    assert changes and all("HParams" in c for c in changes), changes
+    assert "config.model.version is already 'v2Pro'" in " ".join(res.stdout.split())
+    d = torch.load(out, weights_only=True)
+    assert d["config"]["model"]["version"] == "v2Pro" and out.read_bytes()[:2] == b"PK"
