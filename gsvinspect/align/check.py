@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from ..errors import UsageError
 from ..load.identity import check_name
 from ..load.manifest import describe_name, expected_weights, manifest_names, resolve_name
-from ..meta import TensorInfo
+from ..meta import Layout, TensorInfo
 from .alignment import Alignment, Status, align
 from .knowledge import Finding, _lora_rank, diagnose
 
@@ -86,6 +86,9 @@ _LOADERS = {
                              "shape-mismatched keys keep the fresh init and only print a line"),
     "sovits-G-lora-export": (False, "inference wraps the official base with peft and loads this file with "
                                     "strict=False: missing adapters stay at their init (B = 0, no effect)"),
+    "sovits-G-export": (False, "inference (change_sovits_weights) loads it with strict=False and drops enc_q, "
+                               "which it never uses; used as pretrained_s2G, training would start with a "
+                               "random enc_q without a word"),
     "sovits-D": (False, "s2_train.py loads pretrained_s2D with strict=False on CUDA but strictly on CPU"),
     "vocoder": (True, "the v4 vocoder is loaded strictly"),
 }
@@ -107,6 +110,8 @@ def _loader_for(name: str) -> tuple[bool, str]:
         return _LOADERS["sovits-G-lora-export"]
     if name.endswith("-lora"):
         return _LOADERS["sovits-G-lora"]
+    if name.endswith("-export"):
+        return _LOADERS["sovits-G-export"]
     if name in ("sovits-G-v3", "sovits-G-v4"):
         return _LOADERS["sovits-G-v3"]
     return _LOADERS["sovits-G"]
@@ -147,10 +152,25 @@ def check_against(ck_or_weights: Any, name: str | None = None) -> CheckResult:
         findings.append(Finding("info", "export-subset",
                                 "checked as an export: a SoVITS_weights file has no enc_q by design; check "
                                 f"it --as {canonical[:-len('-export')]} to see what a training run would miss", []))
+    if auto and getattr(ck, "layout", None) is Layout.SOVITS_WEIGHTS and missing and not unexpected \
+            and all(k.startswith("enc_q.") for k in missing):
+        findings.append(_export_complete(ck, canonical))
     return CheckResult(name=canonical, description=describe_name(canonical), loader=loader, strict=strict,
                        missing=missing, unexpected=unexpected, shape_mismatched=shapes,
                        n_expected=len(expected), n_found=len(weights), findings=findings, alignment=al,
                        auto=auto)
+
+
+def _export_complete(ck: Any, base: str) -> Finding:
+    """A SoVITS_weights export checked (by default) as a training base misses exactly enc_q; say that as
+    what it is, an inference export, it is complete: the verdict `export` printed when it wrote it."""
+    name = f"{base}-export"
+    r = check_against(ck, name)
+    state = "complete" if r.ok or r.widths_only else "not complete either"
+    return Finding("info", "export-complete",
+                   f"as an inference export ({name}, the check `export` runs when it writes one) it is {state}: "
+                   f"{r.verdict}. This check is as a training base (pretrained_s2G), where enc_q is needed; "
+                   f"check it --as {name} for inference", [])
 
 
 def _width_finding(shapes, n_expected: int) -> Finding:

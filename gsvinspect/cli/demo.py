@@ -101,10 +101,15 @@ def _common_root(paths: dict[str, Path]) -> Path:
 
 
 def _counts(al) -> str:
+    """The counts as `diff`'s headline reads them: a dtype-only pair is matched (GPT-SoVITS casts on
+    load), with how many differ only in dtype; zero counts left out."""
+    from ..report.diff import headline_counts
+
     parts = []
-    for status, n in al.counts.items():
-        if n:
-            parts.append(f"{n} {status.value}")
+    for label, value in headline_counts(al):       # ("matched", "776 (776 differ only in dtype)")
+        n, _, rest = value.partition(" ")
+        if n != "0":
+            parts.append(f"{n} {label}" + (f" {rest}" if rest else ""))
     return ", ".join(parts) or "no keys"
 
 

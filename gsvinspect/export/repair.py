@@ -210,6 +210,10 @@ def plan_repair(ck, *, header: str = "keep") -> RepairPlan:
         cfg = ck.extras.get("config") if isinstance(ck.root, dict) else None
         if cfg is not None and ck.version in _versions():
             plan.set_version = True
+        if plan.set_version and _model_version(cfg) == ck.version:   # nothing to change: say so, not 'v2Pro' -> 'v2Pro'
+            plan.notes.append(f"config.model.version is already {ck.version!r}: the version stays readable without "
+                              "the header")
+        elif plan.set_version:
             changes.append(Change("config.model.version", "absent" if _model_version(cfg) is None
                                   else repr(_model_version(cfg)), repr(ck.version),
                                   f"the header {ck.header.decode('latin1')!r} said {ck.version}; a plain PK file "

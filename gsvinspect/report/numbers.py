@@ -18,7 +18,7 @@ FROM_ZERO = "from 0"   # relative change of a tensor whose pretrained side is al
 def fmt_rel(x: float | None, *, compact: bool = False) -> str:
     """A relative change or fraction as a percentage: ``12.3%``, ``1.23%``, ``0.0123%``, ``4.0e-5%``.
 
-    Three significant digits (two with `compact`, which never takes more than 6 cells); ``0%``
+    Three significant digits, trailing zeros kept (``0.500%``, ``1.00%``; two with `compact`, which never takes more than 6 cells); ``0%``
     for exactly zero, ``from 0`` for an infinite value (the pretrained side is all zeros: its
     absolute ‖Δ‖ is the number to read), ``nan``, and ``-`` for None (not computed).
     """
@@ -39,9 +39,9 @@ def fmt_rel(x: float | None, *, compact: bool = False) -> str:
     elif pct >= 1:
         body = f"{pct:.1f}" if compact else f"{pct:.2f}"
     elif pct >= (1e-2 if compact else 1e-3):
-        body = f"{pct:.2g}" if compact else f"{pct:.3g}"
-        if "e" in body:          # .2g/.3g of 1e-3 .. 1e-4 can round into exponent form
-            body = f"{pct:.4f}".rstrip("0")
+        # '#' keeps trailing zeros, so a column reads 0.500% / 1.00% beside 0.502% / 1.04%
+        # (plain .3g wrote 0.5% and, for 0.9996%, "1%" next to a 1.00%)
+        body = f"{pct:#.2g}" if compact else f"{pct:#.3g}"
     else:
         m, e = f"{pct:.0e}" if compact else f"{pct:.1e}", None
         m, e = m.split("e")

@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 
 from .output import human_bytes
+from .numbers import fmt_rel
 
 SCHEMA = "gsvinspect.scan/1"
 BARS = "▁▂▃▄▅▆▇█"
@@ -43,15 +44,8 @@ def spark(values) -> str:
 
 
 def pct(x: float | None) -> str:
-    if x is None:
-        return "-"
-    if math.isnan(x):
-        return "nan"
-    if math.isinf(x):
-        return "inf"
-    if x == 0:
-        return "0%"
-    return f"{x * 100:.3g}%"
+    """A drift value in the one percentage format every command shares (report.numbers.fmt_rel)."""
+    return fmt_rel(x)
 
 
 def _jf(x):

@@ -140,3 +140,22 @@ def test_mixing_preview_matches_the_file_export_writes(pair):
     for bad in (["--alpha", "1.5"], ["--alpha", "0.5", "--no-stats"]):
         res = run("diff", pre, ft, *bad)
         assert res.returncode == 2 and res.stderr.count("\n") == 1 and "--alpha" in res.stderr, bad
+
+
+def _sig_digits(cell: str) -> int:
+    return len(cell.rstrip("%").replace(".", "").lstrip("0"))
+
+
+def test_percentages_keep_three_significant_digits(pair):
+    """A column never mixes ``1%`` with ``1.00%`` or ``0.5%`` with ``0.502%`` (seen on a full-size
+    GPT pair: shares ``1.00%`` and ``1%`` on adjacent rows); the drift table uses the same format."""
+    pre, ft, _, root = pair
+    out = run("diff", pre, ft, "--top", "2000").stdout
+    cells = [c for c in out.split() if re.fullmatch(r"\d+\.?\d*%", c) and 0.001 <= float(c[:-1]) < 100]
+    assert len(cells) > 500
+    assert all(_sig_digits(c) == 3 for c in cells), sorted({c for c in cells if _sig_digits(c) != 3})
+    from gsvinspect.report.numbers import fmt_rel
+    from gsvinspect.report.scan import pct
+    assert [fmt_rel(x) for x in (0.009996, 0.005, 0.0100004)] == ["1.00%", "0.500%", "1.00%"]
+    assert [fmt_rel(x, compact=True) for x in (0.009996, 0.005)] == ["1.0%", "0.50%"]
+    assert [pct(x) for x in (0.005, math.inf, None)] == [fmt_rel(0.005), "from 0", "-"]

@@ -1,0 +1,88 @@
+"""Problems found by using the product from the user's seat (README commands on the demo set and on
+generated GPT-SoVITS files), each as a subprocess run that failed before its fix."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("torch")
+
+
+def gsv(*argv, timeout=120) -> subprocess.CompletedProcess:
+    env = dict(os.environ, COLUMNS="200")
+    env.pop("FORCE_COLOR", None)
+    res = subprocess.run([sys.executable, "-m", "gsvinspect", *map(str, argv)], capture_output=True, text=True,
+                         env=env, timeout=timeout)
+    assert "Traceback" not in res.stderr and "internal error" not in res.stderr, res.stderr
+    return res
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("qa-demo")
+    res = gsv("demo", "--no-tui", "--dir", root)
+    assert res.returncode == 0, res.stderr
+    return root, res.stdout
+
+
+def test_demo_summary_counts_read_like_diffs_headline(demo_dir):
+    """`demo --no-tui` said "keys: 295 dtype-differs" for a pair `diff` calls "matched: 295 (295 differ
+    only in dtype)": a dtype-only pair is matched everywhere (issue 13 point 9)."""
+    _, out = demo_dir
+    keys = [ln.strip() for ln in out.splitlines() if ln.strip().startswith(("keys:", "suggested rules"))]
+    assert "keys: 295 matched (295 differ only in dtype)" in keys, keys
+    assert any(k.endswith(": 776 matched (776 differ only in dtype)") for k in keys), keys
+    assert not any("dtype-differs" in k for k in keys), keys
+
+
+@pytest.fixture(scope="module")
+def sovits_pair(tmp_path_factory):
+    from gsvinspect import synth
+
+    root = tmp_path_factory.mktemp("qa-pair")
+    pre, ft = synth.write_pair(root, "sovits-G", "v2", scale=16)
+    return root, pre, ft
+
+
+def test_check_of_an_inference_export_agrees_with_what_export_said(sovits_pair):
+    """`export --layout sovits-weights` ends with "expected keys sovits-G-v2-export: OK"; a plain `check`
+    of that file said only "NOT loadable as-is: 103 missing", and `check --as sovits-G-v2-export`
+    named s2_train.py's loader, which never reads an inference export (issue 13 point 13)."""
+    root, pre, ft = sovits_pair
+    out = root / "export_w.pth"
+    res = gsv("export", pre, ft, "-o", out, "--layout", "sovits-weights")
+    assert res.returncode == 0, res.stderr
+    said = next(ln for ln in res.stdout.splitlines() if ln.startswith("expected keys"))
+    assert "sovits-G-v2-export" in said
+    verdict = said.split("sovits-G-v2-export: ", 1)[1].strip()
+    chk = gsv("check", out)
+    assert chk.returncode == 1 and "[enc-q-missing]" in chk.stdout       # as a training base: enc_q is missing
+    text = " ".join(chk.stdout.split())
+    assert "[export-complete] as an inference export (sovits-G-v2-export" in text
+    assert verdict.split(":")[0] in text                                  # the same verdict as export's
+    chk2 = gsv("check", out, "--as", "sovits-G-v2-export")
+    loader = next(ln for ln in chk2.stdout.splitlines() if ln.startswith("loader:"))
+    assert "inference" in loader and "s2_train.py" not in loader
+
+
+def test_repair_plan_lists_no_change_that_changes_nothing(tmp_path):
+    """A v2Pro SoVITS_weights export (header 05, HParams config whose model.version is already v2Pro)
+    repaired with --header plain: the plan listed "change config.model.version: 'v2Pro' -> 'v2Pro'"."""
+    import torch
+
+    from gsvinspect import synth
+    from gsvinspect.meta import Layout
+
+    src = synth.write_checkpoint(tmp_path / "pro.pth", Layout.SOVITS_WEIGHTS, "v2Pro", scale=16)
+    out = tmp_path / "fixed.pth"
+    res = gsv("repair", src, "-o", out, "--header", "plain")
+    assert res.returncode == 0, res.stderr
+    changes = [ln for ln in res.stdout.splitlines() if ln.startswith("change")]
+    assert changes and all("HParams" in c for c in changes), changes
+    assert "config.model.version is already 'v2Pro'" in " ".join(res.stdout.split())
+    d = torch.load(out, weights_only=True)
+    assert d["config"]["model"]["version"] == "v2Pro" and out.read_bytes()[:2] == b"PK"
