@@ -166,8 +166,8 @@ def print_scan(con, result, root: Path | None) -> None:
     for p, why in result.skipped:
         con.print(f"skipped {rel(p, root)}: {why}", style="dim")
     n_bad = len(result.problems)
-    con.print(f"{len(result.entries)} files, {n_bad} unreadable or refused; * = from the file name, not "
-              f"the file (its name, or the training checkpoint it copies)", style="dim")
+    con.print(f"{len(result.entries)} files, {n_bad} unreadable or refused; * = not recorded in the file: "
+              f"taken from its name, or from the training checkpoint it copies", style="dim")
 
 
 def _point_health(p) -> str:
