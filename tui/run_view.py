@@ -40,6 +40,7 @@ class RunState:
         self.result = None
         self.drift = None
         self.error: str | None = None
+        self.cursor = 0                   # the row to come back to after the inspector
 
 
 class RunApp(App):
@@ -84,6 +85,7 @@ class RunApp(App):
         else:
             self.fill_table()
             self.show_drift()
+            t.move_cursor(row=min(self.state.cursor, max(0, len(self.rows) - 1)))
 
     # -- work ---------------------------------------------------------------------------------
     @work(thread=True, exit_on_error=False)
@@ -190,6 +192,7 @@ class RunApp(App):
             t.update_cell(str(row.path), "mark", "●" if str(row.path) in self.marked else " ")
 
     def action_open(self) -> None:
+        self.state.cursor = self.query_one("#runs", DataTable).cursor_row or 0
         if len(self.marked) == 2:
             self.exit(("open", Path(self.marked[0]), Path(self.marked[1])))
             return

@@ -68,6 +68,11 @@ async def test_enter_opens_the_row_with_its_base(run_tree, scanned):
         await pilot.press("enter")
         await pilot.pause()
     assert app.return_value == ("open", run_tree.pretrained["sovits-G"], target)
+    back = RunApp(state)                       # back from the inspector: same row, no new scan
+    async with back.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert Path(back.current().path) == target
+        assert not list(back.workers)
 
 
 async def test_two_marked_rows_open_each_other(run_tree, scanned):
