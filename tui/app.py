@@ -21,6 +21,8 @@ from textual import on
 from textual.app import App
 from textual.worker import Worker, WorkerState
 
+from gsvinspect.errors import safe_text
+
 from .commands import inspector_commands
 from .controllers import (DetailController, DiagnosisController, ErrorSurface, Loader, RulesController,
                           SpectrumController, StatsController)
@@ -72,8 +74,8 @@ class GsvInspectApp(App[int]):
         """The top bar. When `width` is too small the demo tag goes first, then the pretrained name is
         shortened: the fine-tuned name (the file being judged) always stays whole."""
         s = self.session
-        pre = s.pre_path.name
-        ft = s.ft_path.name if s.ft_path is not None else None
+        pre = safe_text(s.pre_path.name)
+        ft = safe_text(s.ft_path.name) if s.ft_path is not None else None
         tag = f"   [demo: {self.pair}]" if self.pair else ""
         fixed = len(" gsvinspect ") + 1 + (len("  ⇄  ") + len(ft) if ft else 0)
         if width and fixed + len(pre) + len(tag) > width:

@@ -18,6 +18,8 @@ from textual.widgets import Static
 
 from gsvinspect.report.numbers import fmt_rel
 
+from gsvinspect.errors import safe_text
+
 from .diff_view import change_colour, format_shape
 from .model import STATUS_LABELS, Group, Leaf, Line
 
@@ -61,7 +63,7 @@ def leaf_detail(leaf: Leaf, rules: Any = None, single: bool = False) -> Renderab
     row = leaf.row
     parts: list[RenderableType] = []
     status = STATUS_LABELS.get(leaf.status, leaf.status.lower())
-    head = Text(row.target, style="bold")
+    head = Text(safe_text(row.target), style="bold")
     if status:
         head.append(f"\n{status}", style="red" if leaf.is_problem else "green")
     parts.append(head)
@@ -71,13 +73,13 @@ def leaf_detail(leaf: Leaf, rules: Any = None, single: bool = False) -> Renderab
         if info is None and key is None:
             t.add_row(label, Text("∅ absent", style="dim"))
             continue
-        t.add_row(label, Text(str(key)))
+        t.add_row(label, Text(safe_text(key)))
         if info is not None:
             t.add_row("", Text(f"{format_shape(info.shape)} {info.dtype} · {info.numel:,} elements",
                                style="dim"))
     sources = getattr(row, "sources", ())
     if sources:
-        t.add_row("sources", Text("\n".join(sources), style="red"))
+        t.add_row("sources", Text("\n".join(safe_text(x) for x in sources), style="red"))
     rule_ids = getattr(row, "rules", ()) or ((row.rule,) if row.rule is not None else ())
     if rule_ids and rules is not None:
         for i in rule_ids:
@@ -125,7 +127,7 @@ def group_detail(group: Group) -> RenderableType:
         t.add_row("relative change", Text(_fmt(change, "pct"), style=change_colour(change)))
         t.add_row("largest key change", Text(_fmt(group.max_change, "pct"), style=change_colour(group.max_change)))
         t.add_row("keys with stats", f"{group.n_stats:,}")
-    return RGroup(Text(group.prefix + ".*", style="bold"), t)
+    return RGroup(Text(safe_text(group.prefix) + ".*", style="bold"), t)
 
 
 def embedding_table(changes: Any, limit: int = 12) -> RenderableType:
@@ -201,10 +203,10 @@ def spectrum_section(asked: SpectrumAsk | str, results: dict) -> RenderableType:
     if isinstance(asked, str):
         return RGroup(Text("\nchange spectrum", style="bold underline"),
                       Text(f"not applicable: {asked}", style="yellow"))
-    parts: list[RenderableType] = [Text(f"\n{asked.title}", style="bold underline")]
+    parts: list[RenderableType] = [Text(f"\n{safe_text(asked.title)}", style="bold underline")]
     for row in asked.rows:
         if len(asked.rows) > 1:
-            parts.append(Text(f"\n{row.target}", style="bold"))
+            parts.append(Text(f"\n{safe_text(row.target)}", style="bold"))
         result = results.get((row.pre_key, row.ft_key))
         if result is None:
             parts.append(Text("computing…", style="dim"))
@@ -234,15 +236,16 @@ def _summarize(obj: Any, depth: int = 0, max_items: int = 12) -> Any:
             if i >= max_items:
                 out["…"] = f"{len(obj) - max_items} more"
                 break
-            out[str(k)] = _summarize(v, depth + 1, max_items)
+            out[safe_text(k)] = _summarize(v, depth + 1, max_items)
         return out
     if isinstance(obj, (list, tuple)):
         if len(obj) > 6 or depth >= 3:
             return f"[{len(obj)} items]"
         return [_summarize(v, depth + 1, max_items) for v in obj]
     if isinstance(obj, (str, int, float, bool)) or obj is None:
-        if isinstance(obj, str) and len(obj) > 120:
-            return obj[:117] + "…"
+        if isinstance(obj, str):
+            obj = safe_text(obj)
+            return obj[:117] + "…" if len(obj) > 120 else obj
         return obj
     return f"<{type(obj).__name__}>"
 
@@ -267,16 +270,16 @@ def checkpoint_info(ck: Any, title: str) -> RenderableType:
     """Layout, version, evidence, scaler state and the other top-level entries of one file."""
     from rich.pretty import Pretty
 
-    parts: list[RenderableType] = [Text(title, style="bold underline")]
+    parts: list[RenderableType] = [Text(safe_text(title), style="bold underline")]
     t = _kv_table()
-    t.add_row("file", Text(ck.path.name))
+    t.add_row("file", Text(safe_text(ck.path.name)))
     t.add_row("size", f"{ck.size:,} B")
     t.add_row("container", str(ck.container))
     layout = getattr(ck.layout, "value", ck.layout)
     t.add_row("layout", str(layout))
     t.add_row("version", str(ck.version))
     for ev in list(getattr(ck, "evidence", []))[:4]:
-        t.add_row("", Text(f"· {ev}", style="dim"))
+        t.add_row("", Text(f"· {safe_text(ev)}", style="dim"))
     t.add_row("weights", f"{len(ck.weights):,} tensors under {'.'.join(ck.weights_path) or '(top level)'}")
     scaler = getattr(ck, "scaler", None)
     if scaler is not None:
@@ -293,7 +296,7 @@ def checkpoint_info(ck: Any, title: str) -> RenderableType:
             continue
         if scaler is not None and (key,) == tuple(scaler.path):
             continue
-        parts.append(Text(f"{key}:", style="bold"))
+        parts.append(Text(f"{safe_text(key)}:", style="bold"))
         parts.append(Pretty(_summarize(value), max_depth=4, max_length=12, max_string=120))
     return RGroup(*parts)
 
@@ -307,11 +310,11 @@ def findings_view(findings: list) -> RenderableType:
         line = Text()
         line.append(f"{sev.upper():7} ", style=SEVERITY_STYLE.get(sev.lower(), ""))
         line.append(f"[{getattr(f, 'code', '')}] ", style="dim")
-        line.append(str(getattr(f, "message", f)))
+        line.append(safe_text(getattr(f, "message", f)))
         keys = list(getattr(f, "keys", ()) or ())
         if keys:
             more = f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""
-            line.append("\n        " + ", ".join(keys[:3]) + more, style="dim")
+            line.append("\n        " + ", ".join(safe_text(k) for k in keys[:3]) + more, style="dim")
         parts.append(line)
     return RGroup(*parts)
 

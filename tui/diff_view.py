@@ -26,6 +26,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from gsvinspect.errors import safe_text
 from gsvinspect.meta import DTYPE_SHORT, fmt_shape
 from gsvinspect.report.numbers import fmt_rel
 
@@ -101,9 +102,11 @@ def format_shape(shape: tuple[int, ...] | None) -> str:
 
 
 def fit(text: str, width: int) -> str:
-    """Truncate with an ellipsis, or pad, to exactly `width` cells."""
+    """Truncate with an ellipsis, or pad, to exactly `width` cells (control characters from a file
+    escaped first: a key can hold terminal escape sequences)."""
     if width <= 0:
         return ""
+    text = safe_text(text)
     n = cell_len(text)
     if n <= width:
         return text + " " * (width - n)
@@ -117,6 +120,7 @@ def fit(text: str, width: int) -> str:
 
 def fit_left(text: str, width: int) -> str:
     """Like :func:`fit` but keeps the end (for dotted keys, the end is the informative part)."""
+    text = safe_text(text)
     n = cell_len(text)
     if n <= width:
         return text + " " * (width - n)

@@ -23,6 +23,8 @@ from textual.widgets import Button, Input, Label, ProgressBar, Select, Static
 
 from gsvinspect.export.options import DTYPE_CHOICES, LAYOUT_CHOICES, MISSING_CHOICES
 
+from gsvinspect.errors import safe_text
+
 from .detail import _kv_table
 from .dialogs import ConfirmScreen
 
@@ -315,7 +317,7 @@ def rows_table(obj: Any) -> Any:
         return Text(rows)
     for label, value in rows:
         style = "bold red" if label == "PROBLEM" else ("bold" if label == "scaler state" else "")
-        t.add_row(Text(str(label), style="red" if label == "PROBLEM" else ""), Text(str(value), style=style))
+        t.add_row(Text(safe_text(label), style="red" if label == "PROBLEM" else ""), Text(safe_text(value), style=style))
     return t
 
 

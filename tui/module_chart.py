@@ -13,6 +13,8 @@ from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from gsvinspect.errors import safe_text
+
 from .diff_view import change_colour, format_change
 from .model import Group, ViewModel
 
@@ -73,7 +75,7 @@ def chart_text(items: list[tuple[str, float, int]], width: int, limit: int = 40)
     bar_w = max(4, width - name_w - 9)
     top = max(c for _, c, _ in items) or 1.0
     text = Text()
-    labels = short_labels([n for n, _, _ in items], name_w)
+    labels = short_labels([safe_text(n) for n, _, _ in items], name_w)
     for (name, change, _n), label in zip(items, labels):
         cells = change / top * bar_w
         full = int(cells)

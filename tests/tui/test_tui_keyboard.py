@@ -366,3 +366,24 @@ async def test_title_keeps_the_fine_tuned_name_after_the_dialog(demo, tmp_path):
         await settle(app, pilot)
         shot = app.export_screenshot()
         assert long_ft.name.replace("=", "&#61;") in shot or long_ft.name in shot
+
+
+# -- text from a file never reaches the terminal raw (gsvinspect.errors.safe_text) ---------------
+
+async def test_control_characters_from_the_file_are_escaped_everywhere_in_the_app(tmp_path):
+    import torch
+
+    evil_key = "enc\x1b]0;pwned\x07.w\u202eeight"
+    path = tmp_path / "odd\x1b[31mname.pth"
+    torch.save({"weight": {evil_key: torch.ones(2, 2), "dec.bias": torch.zeros(2)},
+                "config": {"model": {"name": "x\x1b[2Jcleared"}}}, path)
+    app = GsvInspectApp(path, stats=False)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await settle(app, pilot)
+        assert app.load_error is None, app.load_error
+        app.diff.move_to(evil_key)
+        await pilot.pause()
+        shown = "\n".join([app.diff.dump(width=150), app.query_one("#detail").plain_text(),
+                           app.query_one("#info").plain_text(width=160), app.title_text(160).plain])
+        assert "\x1b" not in shown and "\u202e" not in shown and "\x07" not in shown
+        assert "\\x1b" in shown and "cleared" in shown

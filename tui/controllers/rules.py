@@ -11,6 +11,8 @@ from pathlib import Path
 
 from rich.text import Text
 
+from gsvinspect.errors import safe_text
+
 from ..dialogs import PromptScreen
 from ..session import Realigned, Suggestion
 from .base import Controller
@@ -92,7 +94,7 @@ class RulesController(Controller):
             return
         text = Text()
         text.append(" These files line up after a suggested rule ", style="bold")
-        text.append("(" + "; ".join(found.described) + ")", style="cyan")
+        text.append("(" + "; ".join(safe_text(d) for d in found.described) + ")", style="cyan")
         text.append(f": {found.paired:,} keys paired. Press ", style="bold")
         text.append(" a ", style="bold reverse")
         text.append(" to apply it.", style="bold")
