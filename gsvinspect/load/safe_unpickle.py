@@ -162,13 +162,19 @@ _LEAVES = frozenset({str, bytes, bytearray, int, float, complex, bool, type(None
 def _children(o):
     t = type(o)
     if t is dict or t is OrderedDict:
+        extra = []
         if t is OrderedDict and o.__dict__:
-            raise Bad("an OrderedDict with attributes set on it by BUILD (nothing honest writes one)")
+            # nn.Module.state_dict() sets `_metadata` (per-module versions) on the OrderedDict it returns,
+            # so every real training checkpoint BUILDs it; any other attribute is refused
+            if set(o.__dict__) != {"_metadata"}:
+                raise Bad("an OrderedDict with attributes other than torch's _metadata set on it by BUILD: "
+                          + short_repr(sorted(o.__dict__)))
+            extra.append(o.__dict__["_metadata"])
         keys = list(o.keys())
         for k in keys:
             if type(k) is str and len(k) > MAX_KEY_CHARS:
                 raise Bad(f"a key of {len(k)} characters (limit {MAX_KEY_CHARS}): {short_repr(k)}")
-        return iter(keys + list(o.values()))
+        return iter(keys + list(o.values()) + extra)
     if t in (list, tuple, set, frozenset):
         return iter(o)
     if isinstance(o, Opaque):

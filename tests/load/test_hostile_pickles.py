@@ -143,6 +143,7 @@ def test_allow_listed_classes_are_inert_placeholders_and_listed(tmp_path):
     from gsvinspect.load.checkpoint import open_checkpoint
     from gsvinspect.load.safe_unpickle import Opaque
 
+    already = {m for m in ("utils", "lightning_fabric") if m in sys.modules}   # another test may import lightning
     with open_checkpoint(path) as ck:
         assert set(ck.opaque) >= {f"{m}.{n}" for m, n in hc.HARMLESS_CLASSES}
         cfg = ck.root["config"]
@@ -153,7 +154,7 @@ def test_allow_listed_classes_are_inert_placeholders_and_listed(tmp_path):
         assert ck.root["hparams"].as_plain() == {"lr": 2e-4}
         assert ck.array(hc.TEMPLATE_KEYS[0]).tolist() == [[float(4 * r + c) for c in range(4)] for r in range(4)]
     for mod in ("utils", "lightning_fabric"):
-        assert mod not in sys.modules
+        assert mod in already or mod not in sys.modules, f"opening imported {mod}"
 
 
 def test_unknown_class_makes_the_file_unsafe_but_globals_still_lists_everything(tmp_path):
