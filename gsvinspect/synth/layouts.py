@@ -143,7 +143,7 @@ def write_checkpoint(path, layout, version: str, *, weights=None, scale: int = 1
         else:
             groups = [_lora_trainable(version, w, lora_rank)]
             skip = ()
-        obj = {"model": w, "iteration": iteration,
+        obj = {"model": module_state_dict(w), "iteration": iteration,
                "optimizer": _adamw_state(w, groups, lr=learning_rate, lr_now=lr_now, steps=step,
                                          optimizer=optimizer, skip=skip, seed=opt_seed),
                "learning_rate": learning_rate}
@@ -208,7 +208,7 @@ def _write_lightning(path: Path, w, version: str, *, scale: int, epoch: int, ste
         "epoch": epoch,
         "global_step": step,
         "pytorch-lightning_version": "2.6.6",
-        "state_dict": w,
+        "state_dict": module_state_dict(w),
         "loops": _lightning_loops(epoch, step, batches=step * 4),
         "callbacks": {callback_key(cfg["train"]["save_every_n_epoch"]): {
             "monitor": "top_3_acc", "best_model_score": torch.tensor(0.8125),
@@ -234,3 +234,18 @@ def _posix_path(p: str, as_object: bool):
     if not as_object:
         return p
     return Path(p) if os.name == "posix" else PurePosixPath(p)
+
+
+def module_state_dict(w):
+    """`w` as `nn.Module.state_dict()` returns it: an OrderedDict carrying `_metadata` (one entry per
+    module prefix with its `version`), which torch.save pickles with a BUILD. Training checkpoints
+    (G_*.pth, Lightning ckpts) save `model.state_dict()` and so carry it; exports build fresh dicts."""
+
+    sd = OrderedDict(w)
+    meta = OrderedDict([("", {"version": 1})])
+    for key in w:
+        parts = key.split(".")[:-1]
+        for i in range(1, len(parts) + 1):
+            meta.setdefault(".".join(parts[:i]), {"version": 1})
+    sd._metadata = meta
+    return sd
