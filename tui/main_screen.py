@@ -21,7 +21,7 @@ from textual.widgets import Footer, Input, ProgressBar, Static, TabbedContent, T
 from .detail import SEVERITY_STYLE, DetailPanel, checkpoint_info, findings_view
 from .diff_view import MID_WIDTH, DiffView, fit
 from .module_chart import ModuleChart, module_items
-from .rules_editor import COUNT_ORDER, RulesEditor, RulesText
+from .rules_editor import PROBLEM_COUNTS, RulesEditor, RulesText, matched_text
 
 if TYPE_CHECKING:
     from .app import GsvInspectApp
@@ -176,9 +176,8 @@ class MainScreen(Screen):
             t.append(f"{len(model.leaves):,} tensors", style="bold")
         else:
             counts = app.counts()
-            matched = counts.get("MATCHED", 0) + counts.get("DTYPE_DIFFERS", 0)
-            t.append(f"{matched:,} matched", style="bold green")
-            for name, label, style in COUNT_ORDER[1:]:  # the problems, as the rules pane names them
+            t.append_text(matched_text(counts))
+            for name, label, style in PROBLEM_COUNTS:  # the problems, as the rules pane names them
                 n = counts.get(name, 0)
                 if n:
                     t.append(f" · {n:,} {label}", style=style)

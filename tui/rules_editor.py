@@ -27,6 +27,7 @@ COUNT_ORDER = (
     ("SHAPE_DIFFERS", "shape", "red"),
     ("DTYPE_DIFFERS", "dtype", "yellow"),
 )
+PROBLEM_COUNTS = tuple(c for c in COUNT_ORDER if c[0] not in ("MATCHED", "DTYPE_DIFFERS"))
 
 
 class RulesText(TextArea):
@@ -58,15 +59,22 @@ class RulesText(TextArea):
         return strip
 
 
+def matched_text(counts: dict[str, int]) -> Text:
+    """The headline, as the CLI's `diff` says it: dtype-only differences are matched (GPT-SoVITS casts
+    on load), with their number after it, never listed beside the problems."""
+    dtype = counts.get("DTYPE_DIFFERS", 0)
+    text = Text(f"{counts.get('MATCHED', 0) + dtype:,} matched", style="bold green")
+    if dtype:
+        text.append(f" ({dtype:,} dtype only)", style="dim")
+    return text
+
+
 def format_counts(counts: dict[str, int]) -> Text:
-    text = Text()
-    for name, label, colour in COUNT_ORDER:
+    text = matched_text(counts)
+    for name, label, colour in PROBLEM_COUNTS:
         n = counts.get(name, 0)
-        if name == "MATCHED":  # a dtype-only difference still lines up
-            n += counts.get("DTYPE_DIFFERS", 0)
-        if text:
-            text.append("  ")
-        text.append(f"{n:,}", style=f"bold {colour}" if n and name != "MATCHED" else "bold")
+        text.append("  ")
+        text.append(f"{n:,}", style=f"bold {colour}" if n else "bold")
         text.append(f" {label}", style="dim")
     return text
 

@@ -111,7 +111,10 @@ async def test_rule_edit_changes_counts_and_error_shows_at_line(demo):
         await pilot.press("end", *".'")  # the last keystrokes complete the rule
         await settle(app, pilot, pause=0.3)
         assert app.counts() == {"DTYPE_DIFFERS": 776}
-        assert "776 matched" in str(app.query_one("#rules-counts").render())
+        # one headline, as the CLI says it: dtype-only rows are matched, never listed beside the problems
+        for pane in ("#rules-counts", "#status"):
+            shown = str(app.query_one(pane).render())
+            assert "776 matched (776 dtype only)" in shown and "· 776 dtype" not in shown, shown
         assert "rules OK" in str(app.query_one("#rules-error").render())
         leaf = app.model.leaves["enc_q.pre.weight"]
         assert leaf.row.ft_key == "module.enc_q.pre.weight" and leaf.row.rule == 0
