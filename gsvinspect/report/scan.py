@@ -126,7 +126,7 @@ def _files_table(title: str, entries, root, narrow: bool = False):
     """One group's files; `narrow` (a terminal under 120 columns): file names only, no layout/dtypes."""
     from rich.table import Table
 
-    t = Table(title=title, title_justify="left", box=None, pad_edge=False, header_style="bold")
+    t = Table(title=_esc(title), title_justify="left", box=None, pad_edge=False, header_style="bold")
     cols = [("file", {"overflow": "fold"}), ("layout", {"no_wrap": True}), ("ver", {}), ("epoch", {"justify": "right"}),
             ("step", {"justify": "right"}), ("size", {"justify": "right", "no_wrap": True}), ("dtypes", {}),
             ("scaler", {}), ("as base", {}), ("relation", {"overflow": "fold"})]
@@ -139,7 +139,7 @@ def _files_table(title: str, entries, root, narrow: bool = False):
         return [cells[name] for name, _ in cols if name not in drop]
 
     for e in entries:
-        name = e.path.name if narrow else rel(e.path, root)
+        name = _esc(e.path.name if narrow else rel(e.path, root))     # names are text, never rich markup
         if not e.ok:
             t.add_row(*row({"file": name, "layout": "[red]error[/red]", "ver": "", "epoch": "", "step": "",
                             "size": human_bytes(e.size), "dtypes": "", "scaler": "", "as base": "[red]error[/red]",
@@ -148,7 +148,7 @@ def _files_table(title: str, entries, root, narrow: bool = False):
         ep, st = epoch_step(e)
         t.add_row(*row({"file": name, "layout": e.layout, "ver": e.version, "epoch": ep, "step": st,
                         "size": human_bytes(e.size), "dtypes": dtypes_str(e), "scaler": "yes" if e.scaler else "no",
-                        "as base": short_use(e), "relation": relation(e, root)}))
+                        "as base": _esc(short_use(e)), "relation": _esc(relation(e, root))}))
     return t
 
 
@@ -164,7 +164,7 @@ def print_scan(con, result, root: Path | None) -> None:
         con.print(_files_table(f"{exp} · {stage}", entries, root, narrow))
         con.print()
     for p, why in result.skipped:
-        con.print(f"skipped {rel(p, root)}: {why}", style="dim")
+        con.print(f"skipped {_esc(rel(p, root))}: {_esc(why)}", style="dim")
     n_bad = len(result.problems)
     con.print(f"{len(result.entries)} files, {n_bad} unreadable or refused; * = not recorded in the file: "
               f"taken from its name, or from the training checkpoint it copies", style="dim")
@@ -197,17 +197,17 @@ def print_drift(con, groups, root: Path | None) -> None:
     for g in groups:
         title = f"drift · {g.experiment} · {g.stage} · {g.model}" + (f" (base {Path(g.base).name})" if g.base else "")
         if g.note:
-            con.print(f"[bold]{title}[/bold]: {g.note}")
+            con.print(f"[bold]{_esc(title)}[/bold]: {_esc(g.note)}")
             con.print()
             continue
-        t = Table(title=title, title_justify="left", box=None, pad_edge=False, header_style="bold")
+        t = Table(title=_esc(title), title_justify="left", box=None, pad_edge=False, header_style="bold")
         for name, kw in (("checkpoint", {"overflow": "fold"}), ("epoch", {"justify": "right"}),
                          ("step", {"justify": "right"}), ("Δ base", {"justify": "right"}),
                          ("Δ prev", {"justify": "right"}), ("health", {})):
             t.add_column(name, **kw)
         for p in g.points:
             h = _point_health(p)
-            t.add_row(rel(p.path, root), "-" if p.epoch is None else str(p.epoch), "-" if p.step is None else str(p.step),
+            t.add_row(_esc(rel(p.path, root)), "-" if p.epoch is None else str(p.epoch), "-" if p.step is None else str(p.step),
                       pct(p.from_base), pct(p.from_prev), h if h == "ok" else f"[red]{h}[/red]")
         con.print(t)
         tr = Table(box=None, pad_edge=False, header_style="bold")
@@ -216,7 +216,7 @@ def print_drift(con, groups, root: Path | None) -> None:
             tr.add_column(name, **kw)
         for kind, name, vals in _trajectories(g):
             finite = [v for v in vals if v is not None]
-            tr.add_row(f"{kind} {name}", spark(vals), pct(finite[0] if finite else None),
+            tr.add_row(_esc(f"{kind} {name}"), spark(vals), pct(finite[0] if finite else None),
                        pct(finite[-1] if finite else None))
         con.print(tr)
         con.print()

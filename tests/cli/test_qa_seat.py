@@ -86,3 +86,24 @@ def test_repair_plan_lists_no_change_that_changes_nothing(tmp_path):
     assert "config.model.version is already 'v2Pro'" in " ".join(res.stdout.split())
     d = torch.load(out, weights_only=True)
     assert d["config"]["model"]["version"] == "v2Pro" and out.read_bytes()[:2] == b"PK"
+
+
+def test_scan_shows_bracketed_names_and_the_base_rule_as_text(sovits_pair, tmp_path):
+    """Rich read file names and the relation as markup: a folder named ``[/x]`` stopped `scan` with
+    "internal error: MarkupError" (exit 4), and the relation's rule (``[keys]``) silently vanished from
+    every table although the README (and --markdown) show it."""
+    import shutil
+
+    root, pre, ft = sovits_pair
+    tree = tmp_path / "tree"
+    (tree / "pretrained_models").mkdir(parents=True)
+    shutil.copy(pre, tree / "pretrained_models" / pre.name)
+    odd = tree / "logs" / "[/x]" / "logs_s2_v2"
+    odd.mkdir(parents=True)
+    shutil.copy(ft, odd / "G_[b]8.pth")
+    for argv in (("scan", tree), ("scan", tree, "--drift")):
+        res = gsv(*argv)
+        assert res.returncode == 0, res.stderr
+        assert "logs/[/x]/logs_s2_v2/G_[b]8.pth" in res.stdout
+    rel = next(ln for ln in res.stdout.splitlines() if "G_[b]8.pth" in ln and "base " in ln)
+    assert f"base {pre.name} [keys]" in rel
