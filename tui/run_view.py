@@ -117,7 +117,7 @@ class RunApp(App):
         self.set_status(f"drift: {done / 2**20:.0f} of {total / 2**20:.0f} MiB")
 
     def set_status(self, text: str) -> None:
-        self.query_one("#status", Static).update(text)
+        self.query_one("#status", Static).update(Text(text))     # file names are text, never markup
 
     # -- table --------------------------------------------------------------------------------
     def fill_table(self) -> None:
@@ -135,6 +135,7 @@ class RunApp(App):
         name = e.path.name   # the stage column and the title say where it lives
         if len(name) > 24:
             name = name[:11] + "…" + name[-12:]
+        name = Text(name)    # a str cell is read as markup: 'G_[b]50.pth' showed as 'G_50.pth'
         if not e.ok:
             return [mark, name, "error", "", "", "", "", Text(e.error or "", style="red"), "", ""]
         g_i = self.drift_by_path.get(str(e.path))

@@ -1,0 +1,32 @@
+"""The run view shows file names as they are: a name with brackets is text, not Rich markup
+(found from the user's seat: ``G_[b]8.pth`` was listed as ``G_8.pth``)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+pytest.importorskip("textual")
+
+from gsvinspect import synth  # noqa: E402
+from gsvinspect_tui.run_view import RunApp, RunState  # noqa: E402
+
+
+async def test_bracketed_file_name_is_shown_as_is(tmp_path):
+    pre, ft = synth.write_pair(tmp_path / "pair", "sovits-G", "v2", scale=16)
+    tree = tmp_path / "tree"
+    (tree / "pretrained_models").mkdir(parents=True)
+    shutil.copy(pre, tree / "pretrained_models" / pre.name)
+    (tree / "logs" / "exp" / "logs_s2_v2").mkdir(parents=True)
+    shutil.copy(ft, tree / "logs" / "exp" / "logs_s2_v2" / "G_[b]8.pth")
+    state = RunState(tree)
+    app = RunApp(state)
+    async with app.run_test(size=(100, 24)) as pilot:
+        for _ in range(1200):
+            if state.drift is not None and app.drift_by_path:
+                break
+            await pilot.pause(0.05)
+        await pilot.pause()
+        screen = app.export_screenshot()
+        assert "G_[b]8.pth" in screen
