@@ -91,6 +91,8 @@ def compute_report(args, stack: ExitStack):
     al = align(pre.weights, ft.weights, rules)
     report = DiffReport(pre=FileSide.of(pre, args.pre), ft=FileSide.of(ft, args.ft), alignment=al,
                         findings=diagnose(pre, ft, al), suggested=bool(args.suggest))
+    if not al.ok and rules is None:
+        report.hint = _suggest_hint(pre, ft, al)
     asked = _asked_spectra(args, al)   # a bad --spectrum fails before any tensor is read
     if not args.no_stats:
         report.stats, report.stats_error = _stats(pre, ft, al, args.device)
@@ -100,6 +102,24 @@ def compute_report(args, stack: ExitStack):
     if asked or args.spectrum_top:
         report.spectra, report.spectra_notes = _spectra(pre, ft, al, report, asked, args)
     return report
+
+
+def _suggest_hint(pre, ft, al) -> str:
+    """The next step when suggested rules pair up more keys than none do (a DDP `module.`, a
+    Lightning `model.` on one side): a first `diff` of such a pair listed every key as missing and
+    unexpected without naming the option that lines them up."""
+    from ..align.alignment import align
+    from ..align.suggest import suggest_rules
+
+    rules = suggest_rules(pre.weights, ft.weights)
+    if not len(rules):
+        return ""
+    better = align(pre.weights, ft.weights, rules)
+    if better.n_paired <= al.n_paired:
+        return ""
+    return (f"the suggested rules ({', '.join(r.describe() for r in rules.rules)}) pair up {better.n_paired} "
+            f"of {len(pre.weights)} pretrained keys: add --suggest, or write them to a file with "
+            "`gsvinspect rules suggest PRE FT > rules.toml`")
 
 
 def _asked_spectra(args, al) -> list[tuple[str, list]]:

@@ -113,6 +113,7 @@ class DiffReport:
     mixed_embeddings: list = field(default_factory=list)
     alphas: dict = field(default_factory=dict)      # target -> alpha of the mix
     alpha_source: str = ""
+    hint: str = ""                 # the next step when the keys do not line up but suggested rules would
 
     @property
     def ok(self) -> bool:
@@ -294,6 +295,8 @@ def render_text(report: DiffReport, console, *, only_problems: bool = False, top
     _render_head(report, console)
     console.print(Text(_verdict(al), style="bold green" if al.ok else "bold red"))
     console.print(_counts_line(al))
+    if report.hint:
+        console.print(Text(f"hint: {report.hint}", style="yellow"))
     if report.findings:
         console.print(Text("findings", style="bold"))
         for f in report.findings:
@@ -443,6 +446,8 @@ def render_markdown(report: DiffReport, *, only_problems: bool = False, top: int
     out += ["| " + " | ".join(label for label, _ in counts) + " |",
             "|" + "---:|" * len(counts),
             "| " + " | ".join(value for _, value in counts) + " |", ""]
+    if report.hint:
+        out += [f"**hint:** {_md_escape(report.hint)}", ""]
     rules = al.rules
     if rules is not None and rules.rules:
         src = "suggested" if report.suggested else (rules.source or "rules")

@@ -107,3 +107,19 @@ def test_scan_shows_bracketed_names_and_the_base_rule_as_text(sovits_pair, tmp_p
         assert "logs/[/x]/logs_s2_v2/G_[b]8.pth" in res.stdout
     rel = next(ln for ln in res.stdout.splitlines() if "G_[b]8.pth" in ln and "base " in ln)
     assert f"base {pre.name} [keys]" in rel
+
+
+def test_diff_of_a_ddp_pair_names_the_option_that_lines_it_up(tmp_path):
+    """The README's second pair (pretrained G vs a DDP ``G_*.pth``): a plain `diff` printed 0 matched,
+    then 1,552 missing/unexpected rows, without naming --suggest or `rules suggest`."""
+    from gsvinspect import synth
+
+    pre, ft = synth.write_pair(tmp_path, "sovits-G-ddp", "v2", scale=16)
+    res = gsv("diff", pre, ft, "--no-stats")
+    assert res.returncode == 1
+    head = res.stdout[:res.stdout.find("findings")]
+    assert "hint: the suggested rules (strip_prefix 'module.') pair up 776 of 776" in " ".join(head.split())
+    assert "--suggest" in head and "gsvinspect rules suggest PRE FT > rules.toml" in " ".join(head.split())
+    assert "**hint:**" in gsv("diff", pre, ft, "--no-stats", "--markdown").stdout
+    ok = gsv("diff", pre, ft, "--no-stats", "--suggest")
+    assert ok.returncode == 0 and "hint:" not in ok.stdout
