@@ -26,7 +26,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, ProgressBar, Static
 
-from gsvinspect.report.scan import pct, short_use, spark
+from gsvinspect.report.scan import epoch_step, pct, short_use, spark
 
 
 COLUMNS = ("", "file", "stage", "ep", "step", "Δ base", "Δ prev", "health", "trend", "as base")
@@ -147,8 +147,8 @@ class RunApp(App):
             d_base, d_prev = pct(p.from_base), pct(p.from_prev)
             trend = spark([q.from_base for q in g.points[: i + 1]])
             health = _health(p)
-        return [mark, name, e.stage, "-" if e.epoch is None else str(e.epoch), "-" if e.step is None else str(e.step),
-                d_base, d_prev, health, trend, short_use(e)]
+        ep, st = epoch_step(e)   # '*' = from the file name, as `scan` marks it
+        return [mark, name, e.stage, ep, st, d_base, d_prev, health, trend, short_use(e)]
 
     def show_drift(self) -> None:
         self.drift_by_path = {p.path: (g, i) for g in self.state.drift or [] for i, p in enumerate(g.points)}

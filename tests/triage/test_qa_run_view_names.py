@@ -30,3 +30,22 @@ async def test_bracketed_file_name_is_shown_as_is(tmp_path):
         await pilot.pause()
         screen = app.export_screenshot()
         assert "G_[b]8.pth" in screen
+
+
+async def test_epoch_and_step_taken_from_the_name_are_marked_as_in_scan(tmp_path):
+    """`scan` prints ``13*  369668*`` for the pretrained GPT (from its file name); the run view showed
+    ``13  369668``, as if the file said so."""
+    from gsvinspect.report.scan import epoch_step
+
+    pre, _ = synth.write_pair(tmp_path / "pair", "gpt", "v2", scale=16)
+    state = RunState(pre.parent)
+    app = RunApp(state)
+    async with app.run_test(size=(100, 24)) as pilot:
+        for _ in range(1200):
+            if state.result is not None and app.rows:
+                break
+            await pilot.pause(0.05)
+        e = next(e for e in app.rows if e.path.name == pre.name)
+        assert epoch_step(e) == ("13*", "369668*")
+        row = app.query_one("#runs").get_row(str(e.path))
+        assert (str(row[3]), str(row[4])) == ("13*", "369668*")
