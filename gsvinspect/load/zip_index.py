@@ -235,6 +235,10 @@ def _zip64_extra(path: Path, extra: bytes, usize: int, csize: int, hoff: int) ->
     raise CheckpointError(path, "ZIP64 sizes without a ZIP64 extra field (corrupt archive)")
 
 
+# a folder given where a file is expected: `scan` is the command that reads folders
+_IS_DIR = "is a directory, not a checkpoint file (`gsvinspect scan DIR` lists the checkpoints under it)"
+
+
 def map_file(path: Path) -> tuple[mmap.mmap, int, tuple[int, int, int, int]]:
     """Open `path` read-only and map it copy-on-write (writes, if any, never reach the file).
 
@@ -249,7 +253,7 @@ def map_file(path: Path) -> tuple[mmap.mmap, int, tuple[int, int, int, int]]:
     except FileNotFoundError:
         raise CheckpointError(path, "no such file") from None
     except IsADirectoryError:
-        raise CheckpointError(path, "is a directory, not a checkpoint file") from None
+        raise CheckpointError(path, _IS_DIR) from None
     except PermissionError:
         raise CheckpointError(path, "permission denied") from None
     except OSError as exc:
@@ -257,7 +261,7 @@ def map_file(path: Path) -> tuple[mmap.mmap, int, tuple[int, int, int, int]]:
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
-            raise CheckpointError(path, "is a directory, not a checkpoint file")
+            raise CheckpointError(path, _IS_DIR)
         if not stat.S_ISREG(st.st_mode):
             raise CheckpointError(path, "is not a regular file")
         if st.st_size == 0:

@@ -123,3 +123,11 @@ def test_diff_of_a_ddp_pair_names_the_option_that_lines_it_up(tmp_path):
     assert "**hint:**" in gsv("diff", pre, ft, "--no-stats", "--markdown").stdout
     ok = gsv("diff", pre, ft, "--no-stats", "--suggest")
     assert ok.returncode == 0 and "hint:" not in ok.stdout
+
+
+def test_a_folder_where_a_file_is_expected_names_scan(tmp_path):
+    """`gsvinspect info logs/exp/` said only "is a directory, not a checkpoint file"; the command that
+    reads a folder of checkpoints is `scan`."""
+    res = gsv("info", tmp_path)
+    assert res.returncode == 3 and len(res.stderr.strip().splitlines()) == 1
+    assert f"{tmp_path}: is a directory" in res.stderr and "gsvinspect scan DIR" in res.stderr
