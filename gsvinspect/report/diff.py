@@ -11,7 +11,8 @@ JSON schema (``gsvinspect diff --json``; stable, additions only; ``schema`` name
                                         # shape-differing (dtype differences do not count)
       "pretrained": FILE, "finetuned": FILE,
       #   FILE = {"path": str, "layout": str|null, "version": str|null, "n_keys": int,
-      #           "weights_path": [str, ...]}
+      #           "weights_path": [str, ...],
+      #           "version_fits": [str, ...]}   # every version an identical net fits (info's "v1 or v2")
       "rules": {"source": str|null,     # rules file, or null
                 "suggested": bool,      # true when the rules came from --suggest
                 "weights_entry": str|null,
@@ -45,6 +46,9 @@ JSON schema (``gsvinspect diff --json``; stable, additions only; ``schema`` name
     }
 
 With statistics, ``stats.spectra`` holds the same list as ``spectra``.
+
+Over 500 lines because the four renderers of one report (rich text, Markdown, JSON, the per-key
+sections they share) are kept side by side, so a change to what `diff` says lands in all of them.
 """
 
 from __future__ import annotations
@@ -76,21 +80,33 @@ class FileSide:
     version: str | None = None
     n_keys: int = 0
     weights_path: tuple[str, ...] = ()
+    fits: tuple[str, ...] = ()     # every version an identical net could be, when nothing decides
 
     @classmethod
     def of(cls, ck: Any, path: str | None = None) -> "FileSide":
+        from ..load.identity import identify
+
         layout = getattr(ck, "layout", None)
+        try:
+            fits = tuple(identify(ck).fits)
+        except (AttributeError, TypeError, ValueError):   # a stand-in without what identify reads
+            fits = ()
         return cls(path=str(path if path is not None else getattr(ck, "path", "?")),
                    layout=getattr(layout, "value", layout), version=getattr(ck, "version", None),
                    n_keys=len(getattr(ck, "weights", {}) or {}),
-                   weights_path=tuple(getattr(ck, "weights_path", ()) or ()))
+                   weights_path=tuple(getattr(ck, "weights_path", ()) or ()), fits=fits)
 
     def as_dict(self) -> dict:
         return {"path": self.path, "layout": self.layout, "version": self.version, "n_keys": self.n_keys,
-                "weights_path": list(self.weights_path)}
+                "weights_path": list(self.weights_path), "version_fits": list(self.fits)}
 
     def describe(self) -> str:
-        bits = [b for b in (self.layout, self.version) if b and b != "unknown"]
+        """``path (layout, version, N keys under 'weight')``; the version as `info` says it ("v1 or v2"
+        for a net two versions share and nothing in the file decides)."""
+        from ..load.identity import say_versions
+
+        version = say_versions(self.fits) if len(self.fits) > 1 else self.version
+        bits = [b for b in (self.layout, version) if b and b != "unknown"]
         where = f" under {'/'.join(self.weights_path)!r}" if self.weights_path else ""
         return f"{self.path} ({', '.join(bits + [f'{self.n_keys} keys{where}'])})"
 

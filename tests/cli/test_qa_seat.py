@@ -131,3 +131,19 @@ def test_a_folder_where_a_file_is_expected_names_scan(tmp_path):
     res = gsv("info", tmp_path)
     assert res.returncode == 3 and len(res.stderr.strip().splitlines()) == 1
     assert f"{tmp_path}: is a directory" in res.stderr and "gsvinspect scan DIR" in res.stderr
+
+
+def test_diff_and_check_name_an_identical_net_as_info_does(tmp_path):
+    """`info` says "v2Pro or v2ProPlus: identical nets" for a pretrained D of that family; the header of
+    `diff` and `check` named one of them ("sovits-d-pretrained, v2Pro")."""
+    import json
+
+    from gsvinspect import synth
+
+    pre, ft = synth.write_pair(tmp_path, "sovits-D", "v2Pro", scale=16)
+    assert "v2Pro or v2ProPlus: identical nets" in gsv("info", pre).stdout
+    head = gsv("diff", pre, ft, "--no-stats").stdout.splitlines()[0]
+    assert "(sovits-d-pretrained, v2Pro or v2ProPlus, 147 keys" in head, head
+    assert "v2Pro or v2ProPlus" in gsv("check", pre).stdout.splitlines()[0]
+    d = json.loads(gsv("diff", pre, ft, "--no-stats", "--json").stdout)
+    assert d["pretrained"]["version"] == "v2Pro" and d["pretrained"]["version_fits"] == ["v2Pro", "v2ProPlus"]
