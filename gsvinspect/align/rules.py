@@ -509,6 +509,17 @@ def apply_rules(rules: RuleSet | None, keys: Iterable[str | None], side: str = "
     return Applied(cur, touched, hits)
 
 
+def alpha_conflict(rules: "RuleSet | None", alpha: float | None) -> str | None:
+    """Why `--alpha` would be silently ignored, or None: an ``[alpha]`` table with a ``default``
+    sets every tensor its prefixes do not name, so `alpha` never applies (`mix_alpha`)."""
+    default = getattr(rules, "alpha_default", None) if rules is not None else None
+    if alpha is None or default is None:
+        return None
+    return (f"--alpha {alpha:g} would never be used: the [alpha] table of {rules.source or 'the rules file'} has "
+            f"default = {default:g}, which sets every tensor it does not name; drop --alpha, or change the "
+            "table's default")
+
+
 def mix_alpha(rules: "RuleSet | None", alpha: float | None, target: str) -> float | None:
     """The alpha a mix uses for `target`: the rules file's ``[alpha]`` table when it has one (longest
     prefix, ``re:`` entries, ``default``), else `alpha` (``--alpha``); None when neither asks for a mix.

@@ -83,6 +83,10 @@ def compute_report(args, stack: ExitStack):
         raise UsageError("--rules and --suggest exclude each other (write the suggestion to a file with "
                          "`gsvinspect rules suggest PRE FT > rules.toml` and edit it)")
     rules = load_rules(args.rules) if args.rules else None   # a bad rules file fails before any file is read
+    from ..align.rules import alpha_conflict
+
+    if (why := alpha_conflict(rules, args.alpha)) is not None:
+        raise UsageError(why)
     entry = rules.weights_entry if rules is not None else None
     pre = stack.enter_context(open_with_entry(args.pre, trust=args.trust, weights_entry=entry))
     ft = stack.enter_context(open_with_entry(args.ft, trust=args.trust, weights_entry=entry))

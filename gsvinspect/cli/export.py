@@ -84,6 +84,10 @@ def run(args) -> int:
         from ..align.rules import load_rules
 
         rules = load_rules(args.rules)
+    from ..align.rules import alpha_conflict
+
+    if (why := alpha_conflict(rules, args.alpha)) is not None:
+        raise UsageError(why)
     con = None if args.json else console()
     entry = rules.weights_entry if rules is not None else None
     with open_with_entry(args.pretrained, trust=args.trust, weights_entry=entry) as pre, \

@@ -147,3 +147,19 @@ def test_diff_and_check_name_an_identical_net_as_info_does(tmp_path):
     assert "v2Pro or v2ProPlus" in gsv("check", pre).stdout.splitlines()[0]
     d = json.loads(gsv("diff", pre, ft, "--no-stats", "--json").stdout)
     assert d["pretrained"]["version"] == "v2Pro" and d["pretrained"]["version_fits"] == ["v2Pro", "v2ProPlus"]
+
+
+def test_alpha_beside_an_alpha_table_with_a_default_is_refused_not_ignored(sovits_pair, tmp_path):
+    """`diff`/`export --rules R --alpha 0.5` where R's [alpha] table has `default = 0.7`: the 0.5 was
+    silently ignored (the plan and the preview used 0.7 everywhere), exit 0."""
+    _, pre, ft = sovits_pair
+    rules = tmp_path / "r.toml"
+    rules.write_text('[alpha]\ndefault = 0.7\n"enc_p.text_embedding" = 0.3\n')
+    for argv in (("diff", pre, ft), ("export", pre, ft, "-o", tmp_path / "o.pth")):
+        res = gsv(*argv, "--rules", rules, "--alpha", "0.5")
+        assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+        assert "--alpha 0.5 would never be used" in res.stderr and "default = 0.7" in res.stderr
+    assert not (tmp_path / "o.pth").exists()
+    rules.write_text('[alpha]\n"enc_p.text_embedding" = 0.3\n')       # no default: --alpha sets the rest
+    res = gsv("export", pre, ft, "-o", tmp_path / "o.pth", "--rules", rules, "--alpha", "0.5", "--dry-run")
+    assert res.returncode == 0 and "alpha 0.3 x1, 0.5 x775" in res.stdout
