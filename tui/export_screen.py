@@ -201,7 +201,11 @@ class ExportScreen(ModalScreen[Any]):
         except ValueError:
             return Text("")
         alpha = opts["alpha"]
-        if alpha is None:
+        rules = self.session.rules
+        if rules is not None and getattr(rules, "has_alphas", False):   # what export.mixing writes
+            mix = "alpha from the rules' [alpha] table" + (
+                f", {alpha:g} where it names no module" if alpha is not None else "")
+        elif alpha is None:
             mix = "alpha: none (fine-tuned weights as they are)"
         elif alpha == 0:
             mix = "alpha 0: every weight from the PRETRAINED file"

@@ -387,3 +387,17 @@ async def test_control_characters_from_the_file_are_escaped_everywhere_in_the_ap
                            app.query_one("#info").plain_text(width=160), app.title_text(160).plain])
         assert "\x1b" not in shown and "\u202e" not in shown and "\x07" not in shown
         assert "\\x1b" in shown and "cleared" in shown
+
+
+async def test_export_dialog_names_the_rules_alpha_table_when_it_decides_the_mix(demo, tmp_path):
+    """With an [alpha] table in the rules, the plan says the table decides the mix (not 'alpha: none')."""
+    out = tmp_path / "mixed.ckpt"
+    rules = tmp_path / "mix.toml"
+    rules.write_text('[alpha]\n"model.ar_text_embedding" = 0.3\n')
+    app = make_app(demo, "gpt", rules=rules)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        screen = await _export_dialog(app, pilot, out)
+        await settle(app, pilot, pause=0.1)
+        text = plan_text(screen)
+        assert "alpha from the rules' [alpha] table" in text and "alpha: none" not in text

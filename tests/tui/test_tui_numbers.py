@@ -95,3 +95,16 @@ async def test_alpha_in_the_rules_shows_the_mix_like_diff(zero_pair, tmp_path, c
         by_language = detail.split("by language")[1]
         en_line = next(ln for ln in by_language.splitlines() if ln.split()[:1] == ["en"])
         assert fmt_rel(langs["en"]) in en_line
+
+
+def test_share_bars_are_proportional_to_the_norm_of_the_change():
+    """Bars beside the share column read as the share does: 48 % is visibly longer than 5 %."""
+    from gsvinspect_tui.diff_view import BAR_WIDTH, change_bar
+
+    def cells(share):
+        bar = change_bar(share, width=8)
+        return sum(1 for ch in bar if ch == "█") + (0.5 if bar.rstrip() and bar.rstrip()[-1] != "█" else 0)
+
+    assert cells(0.48) >= 2.5 * cells(0.05) and cells(0.05) > 0
+    assert change_bar(1.0, width=8) == "█" * 8 and change_bar(0.0, width=8) == " " * 8
+    assert change_bar(float("nan"), width=BAR_WIDTH) == " " * BAR_WIDTH
