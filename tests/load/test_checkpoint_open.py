@@ -267,3 +267,32 @@ def test_library_never_imports_textual_and_info_never_imports_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("ok")
+
+
+def test_state_dict_metadata_attribute_is_honest_but_other_attributes_are_not(tmp_path):
+    """module.state_dict() pickles its `_metadata` attribute with BUILD: that must load; any other
+    attribute set on an OrderedDict by BUILD is refused."""
+    import io
+
+    import torch
+
+    from gsvinspect.errors import CheckpointError
+    from gsvinspect.load.safe_unpickle import safe_loads
+
+    sd = torch.nn.Linear(2, 2).state_dict()
+    assert hasattr(sd, "_metadata")
+    buf = io.BytesIO()
+    torch.save({"weight": sd}, buf)
+    path = tmp_path / "sd.pth"
+    path.write_bytes(buf.getvalue())
+    with open_checkpoint(path) as ck:
+        assert sorted(ck.weights) == ["bias", "weight"]
+    sd2 = torch.nn.Linear(2, 2).state_dict()
+    sd2.__setstate__ = "x"
+    buf = io.BytesIO()
+    torch.save({"weight": sd2}, buf)
+    import zipfile
+
+    z = zipfile.ZipFile(io.BytesIO(buf.getvalue()))
+    with pytest.raises(CheckpointError, match="other than torch's _metadata"):
+        safe_loads(z.read(next(n for n in z.namelist() if n.endswith("data.pkl"))), "mem", None)
