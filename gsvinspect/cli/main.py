@@ -63,13 +63,12 @@ def check_first_word(word: str, commands) -> None:
 def precheck_app_paths(paths, *, trust: bool = False) -> None:
     """Before the app starts: every FILE must open (metadata only, nothing executed), so a missing,
     unreadable or refused file is one line and exit 3 instead of an app showing an error."""
-    from ..load.checkpoint import open_checkpoint
+    from ..load.checkpoint import preopen
 
     for p in paths:
         if os.path.isdir(p) and len(paths) == 1:
             continue   # a run folder: the app scans it
-        with open_checkpoint(p, trust=trust):
-            pass
+        preopen(p, trust=trust)   # kept for the app: opened (and with --trust, run) once
 
 
 def main(argv: list[str] | None = None) -> int:

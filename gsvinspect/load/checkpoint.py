@@ -7,6 +7,8 @@ Layout and version detection live in `detect.py`; this module is the container p
 
 from __future__ import annotations
 
+import os
+
 import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -316,6 +318,31 @@ def open_checkpoint(path: str | Path, *, trust: bool = False, weights_entry: str
     return ck
 
 
+_PREOPENED: dict = {}
+
+
+def _stat_key(path) -> tuple:
+    st = os.stat(path)
+    return (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def preopen(path: str | Path, *, trust: bool = False) -> None:
+    """Open `path` now (so a bad file is one line before an app starts) and keep it for the next
+    :func:`open_with_entry` of the same unchanged file: the inspector does not open (or, with
+    ``--trust``, run) a file twice."""
+    ck = open_checkpoint(path, trust=trust)
+    _PREOPENED[(_stat_key(path), trust)] = ck
+
+
+def _take_preopened(path, trust: bool) -> "Checkpoint | None":
+    if not _PREOPENED:
+        return None
+    try:
+        return _PREOPENED.pop((_stat_key(path), trust), None)
+    except OSError:
+        return None
+
+
 def open_with_entry(path: str | Path, *, trust: bool = False, weights_entry: str | None = None) -> Checkpoint:
     """Open a checkpoint the way a rules file asks: its ``weights_entry`` wins when the file has it.
 
@@ -324,7 +351,7 @@ def open_with_entry(path: str | Path, *, trust: bool = False, weights_entry: str
     has a single state dict). diff, rules check, export and the inspector all open through here
     so they look at the same state dict.
     """
-    ck = open_checkpoint(path, trust=trust)
+    ck = _take_preopened(path, trust) or open_checkpoint(path, trust=trust)
     root = ck.root
     if weights_entry and isinstance(root, dict) and weights_entry in root and tuple(ck.weights_path) != (weights_entry,):
         ck.close()
