@@ -321,10 +321,12 @@ class ViewModel:
         from gsvinspect.stats.rank import share
 
         total = self.root.sq_diff
+        inv = 1.0 / total if total > 0 else 0.0   # stats.rank.share, inlined for the 20k-key loop
         isfinite = math.isfinite
         for leaf in self.leaves.values():
-            nd = getattr(leaf.stats, "norm_diff", None) if leaf.change is not None else None
-            leaf.share = share(nd * nd, total) if nd is not None and isfinite(nd) else None
+            st = leaf.stats
+            nd = getattr(st, "norm_diff", None) if st is not None and leaf.change is not None else None
+            leaf.share = nd * nd * inv if nd is not None and isfinite(nd) else None
         for g in self._order:
             g.share = share(g.sq_diff, total) if g.n_stats else None
 
