@@ -27,6 +27,9 @@ File format (every field optional except one rule kind per ``[[rule]]``)::
     "re:\\.attn\\." = 0.5            # a "re:" key is a regex, used when no prefix matches
 
 Every problem in a file raises :class:`~gsvinspect.errors.RulesError` with the line it is on.
+
+A little over 500 lines: the parser, the rule semantics and the bulk application to 20,000 keys
+(plus the `[alpha]` lookup the exporter and the preview share) are one language, kept together.
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@
 `open_checkpoint` maps the file, reads the zip directory (or safetensors header) and the pickle
 with the restricted unpickler; tensors stay in the file until `array()`/`tensor()` asks for them.
 Layout and version detection live in `detect.py`; this module is the container plumbing.
+
+A little over 500 lines: opening (zip, bare pickle, safetensors, --trust), the hand-off to the app
+(`preopen`) and the tensor accessors (`array`, `tensor`, `span`) share the Checkpoint's mapping and
+file identity checks; split apart, each would need the private state of the others.
 """
 
 from __future__ import annotations
