@@ -385,8 +385,7 @@ def _open_zip(path: Path, mm, size: int, zi: ZipIndex, container: str, head8k: b
     check_torch_records(path, zi)
     storage_sizes: dict[str, int] = {}
     data_prefix = ascii_lower(prefix + "data/")
-    for name, rec in zi.records.items():
-        low = ascii_lower(name)
+    for low, rec in zi._folded.items():      # names already ASCII-folded by the directory reader
         if low.startswith(data_prefix) and "/" not in low[len(data_prefix):]:
             storage_sizes[low[len(data_prefix):]] = rec.size
     pkl = zi.data(prefix + "data.pkl")

@@ -48,8 +48,11 @@ _LOWER_TABLE = {ord(u): ord(l) for u, l in zip("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "ab
 
 
 def ascii_lower(name: str) -> str:
-    """How miniz compares names: ASCII letters folded, every other byte as is."""
-    return name.translate(_LOWER_TABLE)
+    """How miniz compares names: ASCII letters folded, every other byte as is.
+
+    (``str.lower`` folds exactly the ASCII letters of an ASCII string, 10x faster than translate.)
+    """
+    return name.lower() if name.isascii() else name.translate(_LOWER_TABLE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,20 +67,23 @@ class ZipRecord:
 class ZipIndex:
     """The records of a zip archive mapped read-only; `data(name)` is a zero-copy memoryview."""
 
-    def __init__(self, path: Path, mm: mmap.mmap, file_size: int, records: dict[str, ZipRecord], prefix: str = ""):
+    def __init__(self, path: Path, mm: mmap.mmap, file_size: int, records: dict[str, ZipRecord], prefix: str = "",
+                 folded: dict[str, ZipRecord] | None = None):
         self.path = path
         self.mm = mm
         self.file_size = file_size
         self.records = records                      # exact name -> record, in directory order
         self.prefix = prefix                        # "archive/": the folder torch reads records from
-        self._folded = {ascii_lower(n): r for n, r in records.items()}
+        # ASCII-folded name -> record (`folded`: the same, already made by the directory reader)
+        self._folded = folded if folded is not None else {ascii_lower(n): r for n, r in records.items()}
         self._data_offsets: dict[str, int] = {}
 
     # -- opening ----------------------------------------------------------------------------
     @classmethod
     def open(cls, path: Path, mm: mmap.mmap, file_size: int) -> "ZipIndex":
-        records = _read_central_directory(path, mm, file_size)
-        return cls(path, mm, file_size, records, _archive_prefix(path, records))
+        folded: dict[str, ZipRecord] = {}
+        records = _read_central_directory(path, mm, file_size, folded)
+        return cls(path, mm, file_size, records, _archive_prefix(path, records), folded)
 
     # -- access -----------------------------------------------------------------------------
     def get(self, name: str) -> ZipRecord | None:
@@ -179,22 +185,37 @@ def _end_record(path: Path, mm: mmap.mmap, size: int) -> tuple[int, int, int]:
     return n_total, cd_size, cd_offset
 
 
-def _read_central_directory(path: Path, mm: mmap.mmap, size: int) -> dict[str, ZipRecord]:
+def _read_central_directory(path: Path, mm: mmap.mmap, size: int,
+                            folded: dict[str, ZipRecord] | None = None) -> dict[str, ZipRecord]:
+    """Records by exact name; `folded` (when given) is filled with the same by ASCII-folded name."""
     n_total, cd_size, cd_offset = _end_record(path, mm, size)
     records: dict[str, ZipRecord] = {}
-    folded: set[str] = set()
+    if folded is None:
+        folded = {}
+    # parsed through a view (no copy, no per-entry mmap slicing), released before returning:
+    # a live export would block mm.close()
+    with memoryview(mm) as view, view[cd_offset:cd_offset + cd_size] as cdir:
+        return _read_records(path, cdir, n_total, cd_offset, size, records, folded)
+
+
+def _read_records(path: Path, cdir: memoryview, n_total: int, cd_offset: int, size: int,
+                  records: dict[str, ZipRecord], folded: dict[str, ZipRecord]) -> dict[str, ZipRecord]:
     pos = cd_offset
-    end = cd_offset + cd_size
+    end = cd_offset + len(cdir)
+    unpack = struct.Struct("<4s6xH8xIIHHH8xI").unpack_from
     for _ in range(n_total):
-        if pos + 46 > end or bytes(mm[pos:pos + 4]) != _CDIR_SIG:
+        rel = pos - cd_offset
+        if pos + 46 > end:
             raise CheckpointError(path, "corrupt central directory entry")
-        (method, csize, usize, nlen, elen, clen, hoff) = struct.unpack_from("<10xH8xIIHHH8xI", mm, pos)
-        name_bytes = bytes(mm[pos + 46:pos + 46 + nlen])
-        extra = bytes(mm[pos + 46 + nlen:pos + 46 + nlen + elen])
+        (sig, method, csize, usize, nlen, elen, clen, hoff) = unpack(cdir, rel)
+        if sig != _CDIR_SIG:
+            raise CheckpointError(path, "corrupt central directory entry")
+        name_bytes = bytes(cdir[rel + 46:rel + 46 + nlen])
         pos += 46 + nlen + elen + clen
         if pos > end:
             raise CheckpointError(path, "corrupt central directory entry (runs past the directory)")
         if 0xFFFFFFFF in (csize, usize, hoff):
+            extra = bytes(cdir[rel + 46 + nlen:rel + 46 + nlen + elen])
             usize, csize, hoff = _zip64_extra(path, extra, usize, csize, hoff)
         name = name_bytes.decode("utf-8", "surrogateescape")  # one string per byte sequence, like miniz
         if name in records:
@@ -203,12 +224,11 @@ def _read_central_directory(path: Path, mm: mmap.mmap, size: int) -> dict[str, Z
         if low in folded:
             raise CheckpointError(path, f"ambiguous zip archive: record {name!r} differs from another only in "
                                   "letter case, and torch looks names up ignoring case (crafted)")
-        folded.add(low)
         if hoff >= size or hoff + csize > size:
             raise CheckpointError(path, f"record {name!r} lies beyond the end of the file (truncated?)")
         if method == 0 and csize != usize:
             raise CheckpointError(path, f"record {name!r}: stored record with inconsistent sizes")
-        records[name] = ZipRecord(name, method, csize, usize, hoff)
+        folded[low] = records[name] = ZipRecord(name, method, csize, usize, hoff)
     return records
 
 
