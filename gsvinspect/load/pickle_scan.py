@@ -20,6 +20,7 @@ Cost: one Python step per opcode (about 25 per tensor).
 from __future__ import annotations
 
 import pickletools
+import struct
 
 from .allowlist import MAX_STRING_BYTES, Bad
 
@@ -52,6 +53,15 @@ _STRINGS = {_OPS[n] for n in ("BINUNICODE", "BINUNICODE8", "BINBYTES", "BINBYTES
                               "BINSTRING")}
 
 
+# opcode byte -> 1 + its argument size, for the fixed-size opcodes that need no check (most of a
+# torch pickle: BINGET, BININT1, MARK, REDUCE...); 0 for the ones scan_pickle looks at
+_SKIP = [0] * 256
+for _code, _lay in enumerate(_ARG_LAYOUT):
+    if _lay >= 0 and _code not in _TUPLE_OPS and _code != _LONG_BINPUT:
+        _SKIP[_code] = 1 + _lay
+_UINT32 = struct.Struct("<I").unpack_from
+
+
 def scan_pickle(data: bytes) -> int:
     """Raise Bad for the attacks above; return the number of tuple-building opcodes.
 
@@ -60,21 +70,27 @@ def scan_pickle(data: bytes) -> int:
     n = len(data)
     pos = 0
     layout = _ARG_LAYOUT
+    skip = _SKIP
+    uint32 = _UINT32
     from_bytes = int.from_bytes
     find = data.find
-    tuple_ops = _TUPLE_OPS
     tuples = 0
     while pos < n:
         op = data[pos]
+        step = skip[op]
+        if step:            # the common case: a fixed-size opcode without anything to check
+            pos += step
+            continue
         lay = layout[op]
         pos += 1
         if lay >= 0:
-            if lay == 0:
-                if op in tuple_ops:
-                    tuples += 1
-            elif op == _LONG_BINPUT and from_bytes(data[pos:pos + 4], "little") >= n:
-                raise Bad(f"pickle memo index {from_bytes(data[pos:pos + 4], 'little')} is larger than "
-                          "the pickle (crafted)")
+            if lay == 0:    # TUPLE, TUPLE1..3
+                tuples += 1
+                continue
+            # LONG_BINPUT
+            idx = uint32(data, pos)[0] if pos + 4 <= n else from_bytes(data[pos:pos + 4], "little")
+            if idx >= n:
+                raise Bad(f"pickle memo index {idx} is larger than the pickle (crafted)")
             pos += lay
         elif lay <= -11:
             size = -10 - lay
