@@ -145,6 +145,14 @@ class Checkpoint:
         size = DTYPE_SIZES[ref.storage.dtype]
         return self._storage_offset(ref.storage) + ref.storage_offset * size, ref.numel * size
 
+    def span_bytes(self, key: str) -> bytes | None:
+        """A contiguous tensor's bytes copied straight from the mapping (no numpy import), or None
+        where `span` is None (strided, empty, held in memory)."""
+        sp = self.span(key)
+        if sp is None or self._mm is None:
+            return None
+        return self._mm[sp[0]:sp[0] + sp[1]]
+
     def array_of(self, ref: TensorRef):
         """Numpy view (read-only, mapped) of a TensorRef; bfloat16 comes back as uint16 bits."""
         import numpy as np
@@ -384,17 +392,22 @@ def _open_zip(path: Path, mm, size: int, zi: ZipIndex, container: str, head8k: b
     prefix = zi.prefix
     check_torch_records(path, zi)
     storage_sizes: dict[str, int] = {}
+    compressed: set[str] = set()            # storage keys (folded) whose record is not stored as is
     data_prefix = ascii_lower(prefix + "data/")
+    cut = len(data_prefix)
     for low, rec in zi._folded.items():      # names already ASCII-folded by the directory reader
-        if low.startswith(data_prefix) and "/" not in low[len(data_prefix):]:
-            storage_sizes[low[len(data_prefix):]] = rec.size
+        if low.startswith(data_prefix) and "/" not in low[cut:]:
+            storage_sizes[low[cut:]] = rec.size
+            if rec.method != 0:
+                compressed.add(low[cut:])
     pkl = zi.data(prefix + "data.pkl")
     if len(pkl) > MAX_PICKLE_BYTES:
         raise CheckpointError(path, f"data.pkl is {len(pkl)} bytes (limit {MAX_PICKLE_BYTES}; "
                               f"a 20,000-tensor checkpoint's is ~1 MB)")
     root, up = safe_loads(pkl, path, storage_sizes)
-    for key in up.storages:
-        zi.stored_record(prefix + "data/" + key)  # refuse compressed storages now, not at first read
+    if compressed:      # refuse compressed storages now, not at first read (stored_record says which)
+        for key in up.storages:
+            zi.stored_record(prefix + "data/" + key)
     ck = _from_root(path, size, container, head8k[:2], root, up.globals_seen, up.opaque_seen, weights_entry)
     # Record data offsets come from each record's local header: ZipIndex.data_offset reads them
     # on first access (listing a 20k-key file then costs no 20k reads) and validates them.
