@@ -19,6 +19,8 @@ checkpoints trained apart never agree on them bit for bit.
 
 from __future__ import annotations
 
+import math
+import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import PurePath
@@ -94,8 +96,6 @@ def fingerprint(ck) -> dict:
     ``.half()``; an fp16 file's values are taken as they are)."""
     import hashlib
 
-    import numpy as np
-
     cands = []
     for k, t in ck.weights.items():
         c = canonical(k)
@@ -103,12 +103,35 @@ def fingerprint(ck) -> dict:
             cands.append((zlib.crc32(c.encode()), c, k))
     out = {}
     for _, c, k in sorted(cands)[:SAMPLE]:
-        arr = np.ascontiguousarray(ck.array(k))
-        if arr.dtype != np.float16:
-            with np.errstate(over="ignore", invalid="ignore"):
-                arr = arr.astype(np.float16)
-        out[c] = hashlib.blake2b(arr.tobytes(), digest_size=16).digest()
+        half = _as_half_bytes(ck, k)
+        out[c] = hashlib.blake2b(half, digest_size=16).digest()
     return out
+
+
+def _as_half_bytes(ck, key: str) -> bytes:
+    """The tensor's values as fp16 bytes. Read straight from the file and cast with ``struct``
+    (its ``e`` format rounds to nearest even, as numpy and ``.half()`` do) so a metadata scan
+    never imports numpy; numpy does it where the values are not all finite or do not fit fp16
+    (NaN payloads, overflow to Inf), or the tensor is not one contiguous span."""
+    raw = ck.span_bytes(key)
+    dtype = ck.weights[key].dtype
+    if raw is not None and dtype == "float16":
+        return raw
+    if raw is not None:
+        n = len(raw) // 4
+        vals = struct.unpack(f"<{n}f", raw)
+        if math.isfinite(sum(vals)):
+            try:
+                return struct.pack(f"<{n}e", *vals)
+            except OverflowError:
+                pass
+    import numpy as np
+
+    arr = np.ascontiguousarray(ck.array(key))
+    if arr.dtype != np.float16:
+        with np.errstate(over="ignore", invalid="ignore"):
+            arr = arr.astype(np.float16)
+    return arr.tobytes()
 
 
 def file_meta(ck) -> FileMeta:

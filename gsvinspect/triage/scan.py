@@ -72,8 +72,6 @@ def _describe(path: Path, trust: bool):
 def _forked(paths: list[Path], trust: bool, n: int) -> list:
     """_describe over `paths` on `n` processes (this one and n-1 forked children, round robin).
     A child that fails is redone here, so nothing is lost."""
-    import numpy  # noqa: F401  (imported once, before the fork, not once per child)
-
     chunks = [paths[i::n] for i in range(n)]
     kids = []
     for chunk in chunks[1:]:

@@ -1,0 +1,56 @@
+"""The metadata scan's fast paths give the answers the slow ones gave.
+
+* copy fingerprints cast fp32 to fp16 with ``struct`` (no numpy): the digest must be the one of
+  torch's own ``.half()`` bytes, and values that are not finite or overflow fp16 go through numpy
+  with the same result;
+* a metadata-only ``scan`` never imports numpy or torch (the import alone is a sixth of the
+  process's budget), and still ties copies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import torch
+
+from gsvinspect.load.checkpoint import open_checkpoint
+from gsvinspect.triage.relations import fingerprint
+
+
+def _half_digest(t: torch.Tensor) -> bytes:
+    return hashlib.blake2b(t.half().contiguous().numpy().tobytes(), digest_size=16).digest()
+
+
+def test_fingerprint_is_the_digest_of_torch_half(tmp_path):
+    g = torch.Generator().manual_seed(3)
+    sd = {
+        "a.bias": torch.randn(700, generator=g) * 3,                 # ordinary values
+        "b.bias": torch.randn(64, generator=g) * 1e-6,               # fp16 subnormals
+        "c.bias": torch.tensor([1.0, 7e4, -1e5, 3.0]),                # overflow to +-Inf in fp16
+        "d.bias": torch.tensor([1.0, float("nan"), float("inf"), 2.0]),
+        "e.bias": torch.randn(8, 8, generator=g).t(),                # strided: not one span
+        "f.bias": torch.randn(50, generator=g).half(),               # fp16 file: bytes as they are
+    }
+    p = tmp_path / "m.pth"
+    torch.save({"weight": sd}, p)
+    with open_checkpoint(p) as ck:
+        fp = fingerprint(ck)
+    assert set(fp) == set(sd)
+    for k, t in sd.items():
+        assert fp[k] == _half_digest(t), k
+
+
+def test_metadata_scan_imports_neither_numpy_nor_torch(run_tree):
+    code = (
+        "import sys, json\n"
+        "from gsvinspect.triage.scan import scan\n"
+        f"r = scan([{str(run_tree.root)!r}])\n"
+        "print(json.dumps([sum(1 for e in r.entries if e.copy_of), 'numpy' in sys.modules, 'torch' in sys.modules]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    copies, numpy_loaded, torch_loaded = json.loads(out.stdout)
+    assert copies == len(run_tree.exports["gpt"]) + len(run_tree.exports["sovits-G"])
+    assert not numpy_loaded and not torch_loaded
