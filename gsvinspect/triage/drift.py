@@ -33,7 +33,8 @@ from .entry import ScanEntry, top_module
 from .relations import canonical
 
 from ..stats.device import _cpu_workers
-from ..stats.kernels import _sumsq_rows, f16_bits_to_f32
+from ..stats.files import _Files
+from ..stats.kernels import _kind, _sumsq_rows, f16_bits_to_f32
 from ..stats.pool import run_jobs
 from ..stats.results import OVERFLOW16
 
@@ -172,6 +173,8 @@ class _Pass:
         self.progress, self.cancel = progress, cancel
         n = min(BLOCK, max((t.numel for t in base_ck.weights.values()), default=1))
         self.buf = [np.empty(n, dtype=np.float32) for _ in range(4)]   # base, cur (x2), difference
+        self.raw = [np.empty(4 * n, dtype=np.uint8) for _ in range(3)]  # pread: base, cur (x2)
+        self.files = None     # _Files while running: fds to pread blocks from (stats engine's sources)
 
     def _targets(self) -> list[tuple]:
         """(key, info, sides, canonical) of every float tensor of the base."""
@@ -214,8 +217,13 @@ class _Pass:
                     h[n] += int(v[4 + n])
             self._tick(self._nbytes(jobs[j]))
 
-        run_jobs(len(jobs), lambda j: self._tensor_rows(*jobs[j][:3]), done, processes=procs, width=8,
-                 cancel=self.cancel)
+        self.files = _Files(self.base_ck, *self.cks)
+        try:
+            run_jobs(len(jobs), lambda j: self._tensor_rows(*jobs[j][:3]), done, processes=procs, width=8,
+                     cancel=self.cancel)
+        finally:
+            self.files.close()
+            self.files = None
         self._check_cancel()
 
     def _check_cancel(self) -> None:
@@ -226,31 +234,38 @@ class _Pass:
         if self.progress is not None:
             self.progress(n)
 
+    def _src(self, ck, key: str):
+        """Where a tensor's blocks come from: ``pread`` into a reused buffer when the tensor is one
+        span of its file (half the cost of faulting the mapping in), else the mapping."""
+        return self.files.src(ck, key, _flat(ck, key), _kind(ck.weights[key].dtype))
+
     def _tensor_rows(self, key: str, info, sides: list) -> list[tuple[int, np.ndarray]]:
         """Per checkpoint: [d_base², base², d_prev², prev², NaN, Inf, ovf16, 1] over this tensor."""
-        ref = _flat(self.base_ck, key)
-        raws = [None if k is None else _flat(ck, k) for ck, k in zip(self.cks, sides)]
+        ref = self._src(self.base_ck, key)
+        srcs = [None if k is None else self._src(ck, k) for ck, k in zip(self.cks, sides)]
         dtypes = [None if k is None else ck.weights[k].dtype for ck, k in zip(self.cks, sides)]
-        acc = {i: np.zeros(8) for i, r in enumerate(raws) if r is not None}
+        acc = {i: np.zeros(8) for i, r in enumerate(srcs) if r is not None}
         for v in acc.values():
             v[7] = 1
         for lo in range(0, info.numel, BLOCK):
             hi = min(info.numel, lo + BLOCK)
             m = hi - lo
-            base = _as_f32(ref[lo:hi], info.dtype, self.buf[0][:m])
+            base = ref.block(lo, hi, self.raw[0])
+            if info.dtype != "float32":
+                base = _as_f32(base, info.dtype, self.buf[0][:m])
             sb = _finite_sumsq(base)
             diff = self.buf[3][:m]
             for chain in self.chains:
                 prev, sp = base, sb
                 used = 0
                 for i in chain:
-                    if raws[i] is None:
+                    if srcs[i] is None:
                         continue
-                    if dtypes[i] == "float32":       # compared in place, straight from the mapping
-                        cur = raws[i][lo:hi]
-                    else:                             # converted into the buffer prev is not in
-                        cur = _as_f32(raws[i][lo:hi], dtypes[i], self.buf[1 + used % 2][:m])
-                        used += 1
+                    # the buffers prev is not in: raw[1 + used % 2], buf[1 + used % 2]
+                    cur = srcs[i].block(lo, hi, self.raw[1 + used % 2])
+                    if dtypes[i] != "float32":
+                        cur = _as_f32(cur, dtypes[i], self.buf[1 + used % 2][:m])
+                    used += 1
                     sc, nan, inf, ovf = _health(cur, dtypes[i])
                     np.subtract(cur, base, out=diff)
                     d_base = _finite_sumsq(diff)
