@@ -13,7 +13,8 @@ Part 2, drift of one trajectory (the pretrained G + its 10 ``G_*.pth``), against
 read floor of the 11 files. Target: the drift pass (timed inside the process, ``timing.drift_s``
 of the JSON) within 2x of (c).
 
-Usage: ``python bench/bench_scan.py [--dir DIR] [--scale N] [--keep]``. On a shared machine the
+Usage: ``python bench/bench_scan.py [--dir DIR] [--scale N] [--keep] [--quick]``; ``--quick`` leaves out
+the two slow references of part 2, (a) and (b) (about 2.5 minutes on 2 cores), keeping the floor. On a shared machine the
 numbers move by tens of percent between runs: compare ratios measured in the same run.
 """
 
@@ -31,6 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(ROOT))     # the gsvinspect beside this bench, installed or not
 
 from _proc import read_floor  # noqa: E402
 from bench_stats import NAIVE_LOOP  # noqa: E402
@@ -91,7 +93,7 @@ def part1(root: Path) -> list[tuple[str, float]]:
     return [("keys", keys_t), ("scan", scan_t)]
 
 
-def part2(root: Path, base: Path, cks: list[Path], tmp: Path) -> None:
+def part2(root: Path, base: Path, cks: list[Path], tmp: Path, quick: bool = False) -> None:
     sub = tmp / "drift"
     if sub.exists():
         shutil.rmtree(sub)
@@ -105,10 +107,12 @@ def part2(root: Path, base: Path, cks: list[Path], tmp: Path) -> None:
     floor = min(read_floor(links) for _ in range(3))
     scan_t, out = best(3, ["-m", "gsvinspect", "scan", "--drift", "--json", str(sub)])
     drift_s = json.loads(out)["timing"]["drift_s"]
-    diffs_t = 0.0
-    for ck in cks:
-        diffs_t += timed(["-m", "gsvinspect", "diff", "--json", str(base), str(ck)])[0]
-    naive_t, _ = timed(["-c", NAIVE_DRIFT, str(base), *map(str, cks)])
+    diffs_t = naive_t = float("nan")
+    if not quick:
+        diffs_t = 0.0
+        for ck in cks:
+            diffs_t += timed(["-m", "gsvinspect", "diff", "--json", str(base), str(ck)])[0]
+        naive_t, _ = timed(["-c", NAIVE_DRIFT, str(base), *map(str, cks)])
     gb = sum(p.stat().st_size for p in links) / 1e9
     print(f"\npart 2: drift of a base + {len(cks)} G checkpoints, {gb:.1f} GB in {len(links)} files")
     print(f"{'measurement':58} {'seconds':>8}")
@@ -127,6 +131,7 @@ def main() -> None:
     ap.add_argument("--dir", help="where to write the tree (default: a temp dir)")
     ap.add_argument("--scale", type=int, default=1, help="1 = full size (default); k divides wide dims by k")
     ap.add_argument("--keep", action="store_true", help="keep the tree (and reuse it next time with --dir)")
+    ap.add_argument("--quick", action="store_true", help="part 2 without the slow references (a) and (b)")
     args = ap.parse_args()
     from gsvinspect.synth import write_run
 
@@ -144,7 +149,7 @@ def main() -> None:
             base = next(root.rglob("s2G2333k.pth"))
             cks = sorted(root.rglob("G_*.pth"), key=lambda p: int(p.stem[2:]))
         part1(root)
-        part2(root, base, cks, tmp)
+        part2(root, base, cks, tmp, args.quick)
     finally:
         if not args.keep and not args.dir:
             shutil.rmtree(tmp, ignore_errors=True)
