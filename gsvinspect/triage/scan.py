@@ -2,7 +2,8 @@
 
 Loading path, chosen for speed: each file is opened with the restricted loader (zip directory and
 pickle only; of the tensor data only a few small tensors are read, for the copy check), so a
-50-file tree costs 50 small reads plus Python start-up, and torch is never imported. The restricted
+50-file tree costs 50 small reads plus Python start-up, and neither torch nor numpy is imported
+(the copy fingerprints cast with ``struct``: ``relations.fingerprint``). The restricted
 unpickle is the cost (10-30 ms for a G_*.pth), so from 12 files on they are read by one forked
 process per core, each sending back its rows and the keys, shapes and fingerprints relations
 need (a few kB per file); the relations are then worked out here without opening anything again.
