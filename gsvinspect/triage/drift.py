@@ -272,8 +272,11 @@ class _Pass:
                     sc, nan, inf, ovf = _health(cur, dtypes[i])
                     np.subtract(cur, base, out=diff)
                     d_base = _finite_sumsq(diff)
-                    np.subtract(cur, prev, out=diff)
-                    d_prev = _finite_sumsq(diff)
+                    if prev is base:         # a trajectory's first checkpoint: its previous is the base
+                        d_prev = d_base
+                    else:
+                        np.subtract(cur, prev, out=diff)
+                        d_prev = _finite_sumsq(diff)
                     acc[i][:7] += (d_base, sb, d_prev, sp, nan, inf, ovf)
                     prev, sp = cur, sc
         return list(acc.items())
