@@ -5,7 +5,7 @@ with the restricted unpickler; tensors stay in the file until `array()`/`tensor(
 Layout and version detection live in `detect.py`; this module is the container plumbing.
 
 A little over 500 lines: opening (zip, bare pickle, safetensors, --trust), the hand-off to the app
-(`preopen`) and the tensor accessors (`array`, `tensor`, `span`) share the Checkpoint's mapping and
+(`preopen`) and the tensor accessors (`array`, `tensor`, `span`, `span_bytes`) share the Checkpoint's mapping and
 file identity checks; split apart, each would need the private state of the others.
 """
 
