@@ -215,6 +215,10 @@ def _quiet_signals() -> None:
         signal.set_wakeup_fd(-1)
     except (ValueError, OSError):
         pass
+    import faulthandler
+
+    if faulthandler.is_enabled():     # a worker that dies (SIGBUS on a file truncated under it)
+        faulthandler.disable()        # must not dump a traceback: its job is redone by the parent
     for sig in signal.valid_signals():
         try:
             if callable(signal.getsignal(sig)):

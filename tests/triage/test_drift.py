@@ -57,18 +57,28 @@ def test_the_jump_is_flagged_at_its_epoch_only(run_tree, scanned):
         assert [p.epoch for p in g.points if p.jump] == [run_tree.jump_at], g.model
 
 
+def _count_reads(monkeypatch) -> dict:
+    """(file, key) -> how many times the drift pass read that tensor: through the mapping
+    (``_flat``: big tensors, workers) or with ``pread`` (``_tensor_span``: packed small tensors)."""
+    reads: dict = {}
+
+    def counting(real):
+        def f(ck, key):
+            reads[(str(ck.path), key)] = reads.get((str(ck.path), key), 0) + 1
+            return real(ck, key)
+        return f
+
+    monkeypatch.setattr(drift_mod, "_flat", counting(drift_mod._flat))
+    monkeypatch.setattr(drift_mod, "_tensor_span", counting(drift_mod._tensor_span))
+    return reads
+
+
 def test_every_byte_is_read_once(run_tree, monkeypatch):
-    """Each (file, tensor) is read once for the whole trajectory, the base included."""
+    """Each (file, tensor) is read once for the whole trajectory, the base included, and every
+    tensor a point compared was read."""
     from gsvinspect.triage.scan import scan
 
-    reads: dict = {}
-    real = drift_mod._flat
-
-    def counting(ck, key):
-        reads[(str(ck.path), key)] = reads.get((str(ck.path), key), 0) + 1
-        return real(ck, key)
-
-    monkeypatch.setattr(drift_mod, "_flat", counting)
+    reads = _count_reads(monkeypatch)
     result = scan([run_tree.root], keep_open=True)
     try:
         groups = drift_mod.compute_drift(result)
@@ -79,6 +89,92 @@ def test_every_byte_is_read_once(run_tree, monkeypatch):
     # the base was read (once) though it is the base of two trajectories: s2 G and the SoVITS exports
     assert sum(1 for (path, _), n in reads.items() if path == base) > 0
     assert len([g for g in groups if g.base == base]) == 2
+    per_file: dict = {}
+    for path, _ in reads:
+        per_file[path] = per_file.get(path, 0) + 1
+    points = [p for g in groups for p in g.points]
+    assert points and all(per_file.get(p.path) == p.compared for p in points)
+
+
+def test_small_tensors_go_in_packs_with_the_same_numbers(run_tree, scanned, monkeypatch):
+    """Packs (small tensors read one after another and summed as one block) give the numbers the
+    one-tensor-at-a-time path gives, and a tiny BLOCK (big tensors in many blocks, many packs)
+    too; packing is really used (far fewer jobs than tensors)."""
+    from gsvinspect.triage.scan import scan
+
+    jobs_seen = []
+    real_run_jobs = drift_mod.run_jobs
+
+    def spy(n_jobs, *a, **kw):
+        jobs_seen.append(n_jobs)
+        return real_run_jobs(n_jobs, *a, **kw)
+
+    def drift_with(**patches):
+        with monkeypatch.context() as m:
+            for name, value in patches.items():
+                m.setattr(drift_mod, name, value)
+            m.setattr(drift_mod, "run_jobs", spy)
+            result = scan([run_tree.root], keep_open=True)
+            try:
+                return [g.as_dict() for g in drift_mod.compute_drift(result)]
+            finally:
+                result.close()
+
+    single = drift_with(_packable=lambda ck, key: False)
+    unpacked_jobs = sum(jobs_seen)
+    jobs_seen.clear()
+    packed = [g.as_dict() for g in scanned[1]]
+    drift_with()
+    assert sum(jobs_seen) * 5 < unpacked_jobs, (sum(jobs_seen), unpacked_jobs)
+    tiny = drift_with(BLOCK=1 << 10)
+    for other in (single, tiny):
+        for a, b in zip(other, packed):
+            assert len(a["points"]) == len(b["points"]) > 0
+            for pa, pb in zip(a["points"], b["points"]):
+                assert (pa["nan"], pa["inf"], pa["ovf16"], pa["compared"]) == (pb["nan"], pb["inf"], pb["ovf16"], pb["compared"])
+                if pb["from_base"] is None:
+                    continue
+                assert pa["from_base"] == pytest.approx(pb["from_base"], rel=1e-6)
+                assert pa["from_prev"] == pytest.approx(pb["from_prev"], rel=1e-6)
+                for mod, v in pb["modules"].items():
+                    assert pa["modules"][mod]["from_base"] == pytest.approx(v["from_base"], rel=1e-6, abs=1e-12)
+
+
+def test_a_file_truncated_during_the_pass_is_one_clean_error(run_tree, tmp_path, monkeypatch):
+    """Workers read through the mapping: one that touches a page past a file's new end dies of
+    SIGBUS; its job is redone in this process with pread, which raises the one-line error. The
+    interpreter survives, nothing hangs."""
+    import shutil
+
+    from gsvinspect.errors import CheckpointError
+    from gsvinspect.stats import files as files_mod
+    from gsvinspect.triage.scan import scan
+
+    root = tmp_path / "run"
+    base = Path(run_tree.pretrained["sovits-G"])
+    cks = sorted(Path(run_tree.root).rglob("G_*.pth"))[:3]
+    for p in [base, *cks]:
+        dst = root / p.relative_to(run_tree.root)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, dst)
+    victim = root / cks[1].relative_to(run_tree.root)
+    real_init = files_mod._Files.__init__
+
+    def init_then_truncate(self, *a):
+        real_init(self, *a)
+        with open(victim, "r+b") as fh:       # after the fds were proven: as a trainer rewriting it
+            fh.truncate(victim.stat().st_size // 3)
+
+    monkeypatch.setattr(drift_mod, "POOL_FROM", 0)
+    monkeypatch.setattr(drift_mod, "_cpu_workers", lambda: 2)
+    monkeypatch.setattr(drift_mod._Files, "__init__", init_then_truncate)
+    result = scan([root], keep_open=True)
+    try:
+        with pytest.raises(CheckpointError) as exc:
+            drift_mod.compute_drift(result)
+    finally:
+        result.close()
+    assert "shrank" in str(exc.value) and victim.name in str(exc.value)
 
 
 def test_numbers_match_a_torch_load_reference(run_tree, scanned):
