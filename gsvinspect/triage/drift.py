@@ -16,7 +16,7 @@ checkpoint of it:
 Each byte is read once for the whole trajectory: tensors are visited target by target, the base's
 block converted once and every checkpoint's block compared with it and with the previous
 checkpoint's block (kept in memory), so the base is not re-read per pair. The conversions and
-the fp64-accurate sums are the stats engine's kernels (``f16_bits_to_f32``, ``_sumsq_rows``).
+the fp64-accurate sums are the stats engine's kernels (``f16_bits_to_f32``, ``sumsq_flat``).
 
 Small tensors (biases, norms, most of a SoVITS G's 700 keys) are visited in *packs*: consecutive
 tensors of one top-level module, each file's bytes ``pread`` one after another into one buffer,
@@ -41,7 +41,7 @@ from .relations import canonical
 
 from ..stats.device import _cpu_workers
 from ..stats.files import _Files, _Src
-from ..stats.kernels import _kind, _sumsq_rows, f16_bits_to_f32
+from ..stats.kernels import _kind, f16_bits_to_f32, sumsq_flat
 from ..stats.pool import run_jobs
 from ..stats.results import OVERFLOW16
 
@@ -155,7 +155,7 @@ def _as_f32(raw: np.ndarray, dtype: str, out: np.ndarray) -> np.ndarray:
 
 
 def _sumsq(x: np.ndarray) -> float:
-    return _sumsq_rows(x.reshape(1, -1))[0] if x.size else 0.0
+    return sumsq_flat(x.reshape(-1))
 
 
 def _finite_sumsq(x: np.ndarray) -> float:
@@ -232,7 +232,7 @@ class _Pass:
         self.files = _Files(self.base_ck, *self.cks)
         try:
             run_jobs(len(jobs), lambda j: self._job_rows(jobs[j]), done, processes=procs, width=8,
-                     cancel=self.cancel)
+                     cancel=self.cancel, parent_works=False)
         finally:
             self.files.close()
             self.files = None
@@ -315,9 +315,7 @@ class _Pass:
               n_tensors: int) -> list[tuple[int, np.ndarray]]:
         """Per checkpoint: [d_base², base², d_prev², prev², NaN, Inf, ovf16, tensors] over `numel`
         elements read block by block from `ref` (the base) and `srcs` (None: not in that file)."""
-        acc = {i: np.zeros(8) for i, r in enumerate(srcs) if r is not None}
-        for v in acc.values():
-            v[7] = n_tensors
+        acc = {i: [0.0] * 7 for i, r in enumerate(srcs) if r is not None}
         for lo in range(0, numel, BLOCK):
             hi = min(numel, lo + BLOCK)
             m = hi - lo
@@ -345,9 +343,16 @@ class _Pass:
                     else:
                         np.subtract(cur, prev, out=diff)
                         d_prev = _finite_sumsq(diff)
-                    acc[i][:7] += (d_base, sb, d_prev, sp, nan, inf, ovf)
+                    a = acc[i]
+                    a[0] += d_base
+                    a[1] += sb
+                    a[2] += d_prev
+                    a[3] += sp
+                    a[4] += nan
+                    a[5] += inf
+                    a[6] += ovf
                     prev, sp = cur, sc
-        return list(acc.items())
+        return [(i, np.array([*a, n_tensors], dtype=np.float64)) for i, a in acc.items()]
 
     def _table(self, key: str, info, sides: list) -> None:
         """The phoneme table (small): per row, fp32 differences and sums of squares (a row is a few
