@@ -170,3 +170,31 @@ def test_demo_run_without_a_terminal_prints_the_scan(run_tree, tmp_path):
     r = _gsv("demo", "--run", "--no-tui", "--dir", tmp_path)
     assert r.returncode == 0, r.stderr
     assert "jump x" in r.stdout and "NaN" in r.stdout and "copy of" in r.stdout
+
+
+def test_piped_rows_are_one_line_each_aligned_and_escaped(small_tree, tmp_path):
+    """Piped, every file is one line however long its relation or name (grep-able), columns line up
+    in terminal cells (a CJK name is two cells a character), and a name holding an escape sequence
+    is shown escaped, never sent to the terminal."""
+    from rich.cells import cell_len
+
+    tree = tmp_path / "tree"
+    shutil.copytree(small_tree, tree)
+    d = next(tree.rglob("D_*.pth"))
+    shutil.copy(d, d.with_name("D_声音_9.pth"))
+    shutil.copy(d, d.with_name("D_\x1b[2Jx_9.pth"))
+    r = run_scan(tree)
+    assert r.returncode == 0, r.stderr
+    assert "\x1b" not in r.stdout and "\\x1b" in r.stdout
+    lines = r.stdout.splitlines()
+    assert all(ln == ln.rstrip() for ln in lines)
+    rows = [ln for ln in lines if ".pth" in ln and not ln.startswith("skipped")]
+    assert len(rows) == sum(1 for _ in tree.rglob("*.pth"))          # one line per file
+    head = next(i for i, ln in enumerate(lines) if ln.startswith("file") and "size" in ln and "声音" in
+                "".join(lines[i:lines.index("", i)]))      # the group holding the CJK name
+    group = lines[head:lines.index("", head)]
+    assert len(group) >= 3
+    ends = {cell_len(ln[:ln.index(" MiB") if " MiB" in ln else ln.index(" KiB")]) for ln in group[1:]}
+    assert len(ends) == 1, group                       # the size column is right-aligned, in cells
+    size_end = cell_len(lines[head][:lines[head].index("size") + 4])
+    assert ends == {size_end - 4}, (ends, size_end)
