@@ -99,15 +99,9 @@ def epoch_step(e) -> tuple[str, str]:
 
 
 def relation(e, root) -> str:
-    parts = []
-    if e.copy_of:
-        parts.append(f"copy of {Path(e.copy_of).name}")
-    if e.base:
-        rule = "config" if (e.base_rule or "").startswith("config") else "keys"
-        parts.append(f"base {Path(e.base).name} [{rule}]")
-    elif e.base_rule and e.stage not in ("pretrained", "unreadable"):
-        parts.append(e.base_rule)
-    return "; ".join(parts)
+    parts = [f"copy of {Path(e.copy_of).name}"] if e.copy_of else []
+    base = _base_text(e)
+    return "; ".join(parts + [base] if base else parts)
 
 
 def scan_dict(result, drift=None, root: Path | None = None, timing: dict | None = None) -> dict:
@@ -131,8 +125,9 @@ _RED_COLS = ("layout", "as base", "relation")      # coloured on an unreadable f
 
 def _file_rows(entries, root, narrow: bool) -> tuple[list[tuple[str, str]], list[tuple[list[str], bool]]]:
     """(columns, [(cells, unreadable)]) of one group; `narrow` (a terminal under 120 columns): file
-    names only, no layout/dtypes."""
-    drop = {"layout", "dtypes"} if narrow else set()
+    names only, no layout/dtypes/scaler, and the relation (or the error) is left to a line under
+    the table (:func:`_narrow_notes`): in a column it wrapped every row over three lines at 80."""
+    drop = {"layout", "dtypes", "scaler", "relation"} if narrow else set()
     cols = [c for c in _FILE_COLS if c[0] not in drop]
     rows = []
     for e in entries:
@@ -148,6 +143,39 @@ def _file_rows(entries, root, narrow: bool) -> tuple[list[tuple[str, str]], list
                      "as base": short_use(e), "relation": relation(e, root)}
         rows.append(([cells[c] or "" for c, _ in cols], not e.ok))
     return cols, rows
+
+
+def _narrow_notes(entries, root) -> list[str]:
+    """Rich markup lines under a narrow table: each base shared by several rows once (``first …
+    last (N): base X``), then per row what is left (a copy, a base of its own) or its error (red)."""
+    by_base: dict[str, list] = {}
+    for e in entries:
+        if e.ok and _base_text(e):
+            by_base.setdefault(_base_text(e), []).append(e)
+    out = []
+    for base, es in by_base.items():
+        if len(es) > 1:
+            who = ", ".join(e.path.name for e in es) if len(es) == 2 else \
+                f"{es[0].path.name} … {es[-1].path.name} ({len(es)})"
+            out.append(f"  [dim]{_esc(who)}:[/dim] {_esc(base)}")
+    for e in entries:
+        if not e.ok:
+            out.append(f"  [red]{_esc(e.path.name)}: {'refused: ' if e.refused else ''}{_esc(e.error)}[/red]")
+            continue
+        own = _base_text(e)
+        text = "; ".join(t for t in (f"copy of {Path(e.copy_of).name}" if e.copy_of else "",
+                                     own if own and len(by_base[own]) == 1 else "") if t)
+        if text:
+            out.append(f"  [dim]{_esc(e.path.name)}:[/dim] {_esc(text)}")
+    return out
+
+
+def _base_text(e) -> str:
+    if e.base:
+        return f"base {Path(e.base).name} [{'config' if (e.base_rule or '').startswith('config') else 'keys'}]"
+    if e.base_rule and e.stage not in ("pretrained", "unreadable"):
+        return e.base_rule
+    return ""
 
 
 def _files_table(title: str, entries, root, narrow: bool = False):
@@ -208,6 +236,9 @@ def print_scan(con, result, root: Path | None) -> None:
             con.file.write(plain_table(title, cols, [cells for cells, _ in rows]) + "\n")
         else:
             con.print(_files_table(title, entries, root, narrow))
+            if narrow:
+                for line in _narrow_notes(entries, root):
+                    con.print(line, overflow="fold")
             con.print()
     lines = [f"skipped {rel(p, root)}: {why}" for p, why in result.skipped]
     n_bad = len(result.problems)

@@ -198,3 +198,28 @@ def test_piped_rows_are_one_line_each_aligned_and_escaped(small_tree, tmp_path):
     assert len(ends) == 1, group                       # the size column is right-aligned, in cells
     size_end = cell_len(lines[head][:lines[head].index("size") + 4])
     assert ends == {size_end - 4}, (ends, size_end)
+
+
+def test_an_80_column_terminal_gets_short_rows_and_shared_bases_once(run_tree):
+    """At 80 columns (a terminal) every row is one line: file names only, and the relation under the
+    table, a base shared by a group said once ("first … last (N): base X"), each copy per row."""
+    from rich.console import Console
+
+    from gsvinspect.report import scan as rep
+    from gsvinspect.triage.scan import scan
+
+    result = scan([run_tree.root])
+    con = Console(width=80, force_terminal=True, no_color=True, record=True, file=io.StringIO())
+    rep.print_scan(con, result, rep.common_root([e.path for e in result.entries]))
+    text = con.export_text()
+    lines = text.splitlines()
+    short = [e for e in result.entries if len(e.path.name) <= 30]
+    assert len(short) > 20
+    for e in short:                 # one line per file in its table: the name and the size on it
+        row = [ln for ln in lines if ln.startswith(e.path.name + " ") and "iB" in ln]
+        assert len(row) == 1 and len(row[0]) <= 80, (e.path.name, row)
+    g_rows = [e for e in result.entries if e.stage == "s2 G"]
+    shared = [ln for ln in lines if ln.strip().startswith(f"{g_rows[0].path.name} … {g_rows[-1].path.name}")]
+    assert len(shared) == 1 and "base s2G2333k.pth [keys]" in shared[0]
+    assert sum("base s2G2333k.pth" in ln for ln in lines) == 2      # the G group and the SoVITS exports
+    assert any(ln.strip() == "myvoice_e8_s200.pth: copy of G_200.pth" for ln in lines)
