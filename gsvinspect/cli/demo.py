@@ -164,7 +164,7 @@ def _run_demo(args, root: Path) -> int:
         import argparse
 
         scan_run(argparse.Namespace(paths=[str(root)], drift=True, json=False, markdown=False, csv=False,
-                                    trust=False))
+                                    trust=False, no_cache=False))
         return 0    # the demo's NaN and jump are planted: finding them is success
     from gsvinspect_tui import run_app
 

@@ -29,6 +29,9 @@ def add_parser(sub) -> None:
     fmt.add_argument("--csv", action="store_true",
                      help="CSV: one row per file, or with --drift one row per checkpoint and module/language")
     p.add_argument("--trust", action="store_true", help="load with plain torch.load (runs code from the files!)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="read every file again and keep nothing (by default files unchanged since an earlier "
+                        "scan are not reopened; also GSVINSPECT_NO_CACHE=1)")
     p.set_defaults(run=run)
 
 
@@ -52,7 +55,7 @@ def run(args) -> int:
     import time
 
     t0 = time.perf_counter()
-    result = scan(args.paths, trust=args.trust, keep_open=args.drift)
+    result = scan(args.paths, trust=args.trust, keep_open=args.drift, cache=not args.no_cache)
     timing = {"scan_s": time.perf_counter() - t0, "drift_s": None}
     try:
         for p in result.missing:

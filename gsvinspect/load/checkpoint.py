@@ -145,6 +145,18 @@ class Checkpoint:
         size = DTYPE_SIZES[ref.storage.dtype]
         return self._storage_offset(ref.storage) + ref.storage_offset * size, ref.numel * size
 
+    def storage_range(self, key: str) -> tuple[int, int] | None:
+        """``(file offset, nbytes)`` covering a tensor's storage record, zip local header included,
+        found *without reading the file* (the header's length is guessed: read-ahead advice only)."""
+        ref = self.ref(key)
+        if self.trusted or isinstance(ref, _LoadedTensorRef):
+            return None
+        if self._zip is None:
+            off = self._data_offsets.get(ref.storage.key)
+            return None if off is None else (off, ref.storage.numel * DTYPE_SIZES[ref.storage.dtype])
+        rec = self._zip.get(self._data_prefix + ref.storage.key)
+        return None if rec is None else (rec.header_offset, 30 + len(rec.name) + 128 + rec.compressed_size)
+
     def span_bytes(self, key: str) -> bytes | None:
         """A contiguous tensor's bytes copied straight from the mapping (no numpy import), or None
         where `span` is None (strided, empty, held in memory)."""

@@ -36,13 +36,18 @@ def canonical(key: str) -> str:
     return key.removeprefix("module.")
 
 
-def _signature(weights, *, drop_export: bool) -> frozenset:
+def shape_text(shape) -> str:
+    """A shape as FileMeta keeps it: ``"192,768"`` (``""`` for a scalar); compared, never parsed."""
+    return ",".join(map(str, shape))
+
+
+def _signature(shapes: dict, *, drop_export: bool) -> frozenset:
     out = []
-    for k, t in weights.items():
+    for k, s in shapes.items():
         c = canonical(k)
         if drop_export and c.startswith(_DROPPED_BY_EXPORT):
             continue
-        out.append((c, tuple(t.shape)))
+        out.append((c, s))
     return frozenset(out)
 
 
@@ -56,10 +61,9 @@ def _tail_match(a: str, b: str) -> int:
 
 
 def tie_bases(entries: list[ScanEntry], cks: dict) -> None:
-    """Set ``base``/``base_rule`` on every readable fine-tuned entry (cks: path -> anything with
-    ``.weights``: an open Checkpoint or a FileMeta)."""
+    """Set ``base``/``base_rule`` on every readable fine-tuned entry (cks: path -> FileMeta)."""
     pretrained = [e for e in entries if e.ok and e.stage == "pretrained" and e.path in cks]
-    sigs = {e.path: _signature(cks[e.path].weights, drop_export=True) for e in pretrained}
+    sigs = {e.path: _signature(cks[e.path].shapes, drop_export=True) for e in pretrained}
     for e in entries:
         if not e.ok or e.stage in ("pretrained", "unreadable") or e.path not in cks:
             continue
@@ -71,7 +75,7 @@ def tie_bases(entries: list[ScanEntry], cks: dict) -> None:
             if scored and scored[0][0] >= 1 and (len(scored) == 1 or scored[0][0] > scored[1][0]):
                 e.base, e.base_rule = str(scored[0][1].path), f"config ({e.config_base})"
                 continue
-        mine = _signature(cks[e.path].weights, drop_export=True)
+        mine = _signature(cks[e.path].shapes, drop_export=True)
         hits = [p for p in same_model if p.version == e.version and sigs[p.path] == mine]
         if len(hits) == 1:
             note = f"; config names {e.config_base}, not scanned" if e.config_base else ""
@@ -84,25 +88,31 @@ def tie_bases(entries: list[ScanEntry], cks: dict) -> None:
 
 @dataclass
 class FileMeta:
-    """What relations need of a file, small enough to come back from a worker process."""
+    """What relations need of a file, small enough to come back from a worker process and to be
+    kept as JSON by the scan cache (plain strings only: loading it back builds nothing per key)."""
 
-    weights: dict                       # key -> TensorInfo
-    fingerprint: dict                   # canonical key -> digest of its values cast to fp16
+    shapes: dict                        # key -> shape_text(shape)
+    fingerprint: dict                   # canonical key -> hex digest of its values cast to fp16
 
 
-def fingerprint(ck) -> dict:
-    """Digests of up to SAMPLE small float tensors, picked by their names alone (so two files with
-    the same keys pick the same tensors), of the values cast to fp16 (round to nearest, as
-    ``.half()``; an fp16 file's values are taken as they are)."""
-    import hashlib
-
+def sample(ck) -> list[tuple[str, str]]:
+    """(canonical key, key) of the up to SAMPLE small float tensors ``fingerprint`` reads, picked
+    by their names alone (so two files with the same keys pick the same tensors)."""
     cands = []
     for k, t in ck.weights.items():
         c = canonical(k)
         if t.dtype in ("float16", "float32") and 0 < t.numel <= SAMPLE_MAX_NUMEL and not c.startswith(_DROPPED_BY_EXPORT):
             cands.append((zlib.crc32(c.encode()), c, k))
+    return [(c, k) for _, c, k in sorted(cands)[:SAMPLE]]
+
+
+def fingerprint(ck) -> dict:
+    """Digests of the ``sample`` tensors' values cast to fp16 (round to nearest, as ``.half()``;
+    an fp16 file's values are taken as they are)."""
+    import hashlib
+
     out = {}
-    for _, c, k in sorted(cands)[:SAMPLE]:
+    for c, k in sample(ck):
         half = _as_half_bytes(ck, k)
         out[c] = hashlib.blake2b(half, digest_size=16).digest()
     return out
@@ -135,7 +145,8 @@ def _as_half_bytes(ck, key: str) -> bytes:
 
 
 def file_meta(ck) -> FileMeta:
-    return FileMeta(dict(ck.weights), fingerprint(ck))
+    return FileMeta({k: shape_text(t.shape) for k, t in ck.weights.items()},
+                    {c: d.hex() for c, d in fingerprint(ck).items()})
 
 
 def find_copies(entries: list[ScanEntry], metas: dict) -> None:
@@ -146,12 +157,12 @@ def find_copies(entries: list[ScanEntry], metas: dict) -> None:
         if not ex.ok or ex.stage != "exports" or ex.path not in metas or ex.model not in ("gpt", "sovits-G"):
             continue
         mine = metas[ex.path]
-        shapes = {canonical(k): tuple(t.shape) for k, t in mine.weights.items()}
+        shapes = {canonical(k): s for k, s in mine.shapes.items()}
         cands = [t for t in training if t.model == ex.model]
         cands.sort(key=lambda t: (t.experiment != ex.experiment, t.epoch != ex.epoch, t.step != ex.step))
         for tr in cands:
             theirs = metas[tr.path]
-            tr_shapes = {canonical(k): tuple(t.shape) for k, t in theirs.weights.items()}
+            tr_shapes = {canonical(k): s for k, s in theirs.shapes.items()}
             if any(tr_shapes.get(c) != shape for c, shape in shapes.items()):
                 continue
             common = [c for c in mine.fingerprint if c in theirs.fingerprint]
@@ -159,7 +170,7 @@ def find_copies(entries: list[ScanEntry], metas: dict) -> None:
                 continue
             if all(mine.fingerprint[c] == theirs.fingerprint[c] for c in common):
                 ex.copy_of = str(tr.path)
-                ex.copy_note = (f"{len(common)} of {len(mine.weights)} tensors compared, equal after the cast "
+                ex.copy_note = (f"{len(common)} of {len(mine.shapes)} tensors compared, equal after the cast "
                                 f"to float16")
                 for attr in ("epoch", "step"):
                     if getattr(ex, attr) is None and getattr(tr, attr) is not None:

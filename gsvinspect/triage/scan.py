@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .entry import STAGES, ScanEntry, read_entry
-from .relations import file_meta, find_copies, tie_bases
+from . import readahead
+from .relations import file_meta, find_copies, sample, tie_bases
 from .walk import walk
 
 
@@ -28,6 +29,7 @@ class ScanResult:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     missing: list[Path] = field(default_factory=list)
     checkpoints: dict = field(default_factory=dict)     # path -> open Checkpoint (keep_open only)
+    cached: int = 0                                     # entries that came from the scan cache
 
     def groups(self) -> list[tuple[str, str, list[ScanEntry]]]:
         """(experiment, stage, entries sorted by step) in display order: pretrained first."""
@@ -56,18 +58,39 @@ def _order(e: ScanEntry) -> tuple:
             str(e.path))
 
 
-def _describe(path: Path, trust: bool):
-    """(ScanEntry, FileMeta or None) of one file, its Checkpoint closed."""
-    e, ck = read_entry(path, trust=trust, keep_open=True)
-    if ck is None:
-        return e, None
+def _meta(e: ScanEntry, ck):
+    """The FileMeta of an open Checkpoint (None, with the entry's error set, if its tensor data
+    cannot be read); closes it."""
     try:
-        return e, file_meta(ck)
+        return file_meta(ck)
     except Exception as exc:     # a fingerprint that cannot be read: the file is still listed
         e.error = f"cannot read tensor data: {type(exc).__name__}: {exc}"
-        return e, None
+        return None
     finally:
         ck.close()
+
+
+def _describe(paths: list[Path], trust: bool) -> list:
+    """(ScanEntry, FileMeta or None) of each file, its Checkpoint closed. Every file's pickle is
+    read first, advising the sampled tensors' records as it goes, and the samples after: on a
+    cold disk the kernel fetches them while the next pickles are parsed."""
+    opened = []
+    try:
+        for p in paths:
+            e, ck = read_entry(p, trust=trust, keep_open=True)
+            if ck is not None:
+                readahead.samples(ck, [k for _, k in sample(ck)])
+            opened.append([e, ck])
+        out = []
+        for item in opened:
+            e, ck = item
+            item[1] = None
+            out.append((e, None if ck is None else _meta(e, ck)))
+        return out
+    finally:
+        for _, ck in opened:
+            if ck is not None:
+                ck.close()
 
 
 def _forked(paths: list[Path], trust: bool, n: int) -> list:
@@ -82,7 +105,7 @@ def _forked(paths: list[Path], trust: bool, n: int) -> list:
             code = 1
             try:
                 os.close(r)
-                data = pickle.dumps([_describe(p, trust) for p in chunk], protocol=pickle.HIGHEST_PROTOCOL)
+                data = pickle.dumps(_describe(chunk, trust), protocol=pickle.HIGHEST_PROTOCOL)
                 with os.fdopen(w, "wb") as fh:
                     fh.write(data)
                 code = 0
@@ -90,7 +113,7 @@ def _forked(paths: list[Path], trust: bool, n: int) -> list:
                 os._exit(code)
         os.close(w)
         kids.append((pid, r, chunk))
-    out = {id(p): d for p, d in zip(chunks[0], [_describe(p, trust) for p in chunks[0]])}
+    out = {id(p): d for p, d in zip(chunks[0], _describe(chunks[0], trust))}
     for pid, r, chunk in kids:
         with os.fdopen(r, "rb") as fh:
             data = fh.read()
@@ -100,7 +123,7 @@ def _forked(paths: list[Path], trust: bool, n: int) -> list:
         except Exception:
             got = None
         if got is None or len(got) != len(chunk):
-            got = [_describe(p, trust) for p in chunk]
+            got = _describe(chunk, trust)
         out.update({id(p): d for p, d in zip(chunk, got)})
     return [out[id(p)] for p in paths]
 
@@ -111,39 +134,108 @@ def _workers(n_files: int) -> int:
     return max(1, min(len(os.sched_getaffinity(0)), 8, n_files // 4))
 
 
+def _read(files: list[Path], trust: bool, keep_open: bool, progress, entries: list, metas: dict,
+          cks: dict) -> None:
+    """Read `files`, appending to `entries` and filling `metas`. keep_open: in this process, one
+    file after another, each left open in `cks`; otherwise by ``_describe`` (forked when many)."""
+    if keep_open:
+        for i, p in enumerate(files):
+            e, ck = read_entry(p, trust=trust, keep_open=True)
+            entries.append(e)
+            if ck is not None:
+                cks[p] = ck
+                try:
+                    metas[p] = file_meta(ck)
+                except Exception as exc:
+                    e.error = f"cannot read tensor data: {type(exc).__name__}: {exc}"
+            if progress is not None:
+                progress(i + 1, len(files))
+    else:
+        n = _workers(len(files))
+        for p, (e, meta) in zip(files, _describe(files, trust) if n == 1 else _forked(files, trust, n)):
+            entries.append(e)
+            if meta is not None:
+                metas[p] = meta
+
+
+def _stats(files: list[Path]) -> list:
+    out = []
+    for p in files:
+        try:
+            out.append((p, os.stat(p)))
+        except OSError:
+            pass
+    return out
+
+
+def _read_cached(files: list[Path], trust: bool, progress, entries: list, metas: dict) -> int:
+    """_read through the scan cache: files unchanged since a scan kept them are not opened, the
+    others are prefetched, read and kept. Returns how many came from the cache."""
+    from .cache import ScanCache
+
+    sc = ScanCache.open()
+    got: dict[int, tuple] = {}
+    todo: list[Path] = []
+    before: dict[int, tuple] = {}
+    for p in files:
+        try:
+            st = os.stat(p)
+        except OSError:
+            todo.append(p)
+            continue
+        key = os.path.abspath(p)
+        hit = sc.get(key, st) if sc is not None else None
+        if hit is not None:
+            hit[0].path = p
+            got[id(p)] = hit
+        else:
+            todo.append(p)
+            before[id(p)] = (key, st)
+    readahead.heads_and_tails([(p, before[id(p)][1]) for p in todo if id(p) in before])
+    read: list[ScanEntry] = []
+    read_metas: dict = {}
+    _read(todo, trust, False, progress, read, read_metas, {})
+    for p, e in zip(todo, read):
+        got[id(p)] = (e, read_metas.get(p))
+        if sc is not None and id(p) in before:
+            try:
+                after = os.stat(p)
+            except OSError:
+                after = None
+            key, st = before[id(p)]
+            sc.put(key, st, after, e, read_metas.get(p))
+    if sc is not None:
+        sc.save()
+    for p in files:
+        e, meta = got[id(p)]
+        entries.append(e)
+        if meta is not None:
+            metas[p] = meta
+    return len(files) - len(todo)
+
+
 def scan(paths, *, trust: bool = False, keep_open: bool = False, relations: bool = True,
-         progress=None) -> ScanResult:
+         progress=None, cache: bool = True) -> ScanResult:
     """Walk `paths`, read every checkpoint's metadata, tie bases and copies.
 
     keep_open: leave the Checkpoints open in ``result.checkpoints`` (for a drift pass; files are then
     read in this process, with progress(done, total) after each); otherwise files are read by
     one process per core (forked, 8 at most) when there are enough of them.
+    cache: on the metadata-only path (not keep_open, not trust), files unchanged since an earlier
+    scan are not read again (``cache``; also off with ``GSVINSPECT_NO_CACHE=1``).
     """
     walked = walk(paths)
     entries: list[ScanEntry] = []
     metas: dict = {}
     cks: dict = {}
+    cached = 0
     try:
-        if keep_open or _workers(len(walked.files)) == 1:
-            for i, p in enumerate(walked.files):
-                e, ck = read_entry(p, trust=trust, keep_open=True)
-                entries.append(e)
-                if ck is not None:
-                    if keep_open:
-                        cks[p] = ck
-                    try:
-                        metas[p] = file_meta(ck)
-                    except Exception as exc:
-                        e.error = f"cannot read tensor data: {type(exc).__name__}: {exc}"
-                    if not keep_open:
-                        ck.close()
-                if progress is not None:
-                    progress(i + 1, len(walked.files))
+        if cache and not keep_open and not trust:
+            cached = _read_cached(walked.files, trust, progress, entries, metas)
         else:
-            for p, (e, meta) in zip(walked.files, _forked(walked.files, trust, _workers(len(walked.files)))):
-                entries.append(e)
-                if meta is not None:
-                    metas[p] = meta
+            if not keep_open:
+                readahead.heads_and_tails(_stats(walked.files))
+            _read(walked.files, trust, keep_open, progress, entries, metas, cks)
         if relations:
             tie_bases(entries, metas)
             find_copies(entries, metas)
@@ -152,4 +244,4 @@ def scan(paths, *, trust: bool = False, keep_open: bool = False, relations: bool
             ck.close()
         raise
     entries.sort(key=_order)
-    return ScanResult(entries, walked.skipped, walked.missing, cks)
+    return ScanResult(entries, walked.skipped, walked.missing, cks, cached)
