@@ -155,7 +155,9 @@ class Checkpoint:
             off = self._data_offsets.get(ref.storage.key)
             return None if off is None else (off, ref.storage.numel * DTYPE_SIZES[ref.storage.dtype])
         rec = self._zip.get(self._data_prefix + ref.storage.key)
-        return None if rec is None else (rec.header_offset, 30 + len(rec.name) + 128 + rec.compressed_size)
+        if rec is None:
+            return None
+        return rec.header_offset, min(30 + len(rec.name) + 128 + rec.compressed_size, self.size - rec.header_offset)
 
     def span_bytes(self, key: str) -> bytes | None:
         """A contiguous tensor's bytes copied straight from the mapping (no numpy import), or None

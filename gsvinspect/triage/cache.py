@@ -73,22 +73,27 @@ def cache_dir() -> Path:
 
 @lru_cache(maxsize=1)
 def code_stamp() -> str:
-    """The version and a digest of (name, size, mtime_ns) of every .py file of the package."""
+    """This code's stamp: its version and every .py file of the package (``stamp_of``)."""
     from .. import __version__
 
-    root = Path(__file__).resolve().parents[1]
+    return stamp_of(Path(__file__).resolve().parents[1], __version__)
+
+
+def stamp_of(root: Path, version: str) -> str:
+    """`version` and a digest of (relative name, size, mtime_ns) of every .py file under `root`."""
     h = hashlib.blake2b(digest_size=12)
     stack = [str(root)]
     while stack:
         d = stack.pop()
         with os.scandir(d) as it:
             for ent in sorted(it, key=lambda x: x.name):
-                if ent.is_dir(follow_symlinks=False) and ent.name != "__pycache__":
-                    stack.append(ent.path)
+                if ent.is_dir(follow_symlinks=False):
+                    if ent.name != "__pycache__":
+                        stack.append(ent.path)
                 elif ent.name.endswith(".py"):
                     st = ent.stat()
                     h.update(f"{os.path.relpath(ent.path, root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return f"{__version__}:{h.hexdigest()}"
+    return f"{version}:{h.hexdigest()}"
 
 
 def identity(st: os.stat_result) -> list:
