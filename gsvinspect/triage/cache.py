@@ -39,7 +39,7 @@ from pathlib import Path
 from .entry import ScanEntry
 from .relations import FileMeta
 
-FORMAT = "gsvinspect.scancache/1"
+FORMAT = "gsvinspect.scancache/2"
 MAX_PER_FOLDER = 1000
 MAX_FOLDERS = 256
 RACY_NS = 2_000_000_000          # FAT's mtime tick is 2 s; ext4's is a few ms
@@ -116,12 +116,34 @@ def _entry_ok(d) -> bool:
     return True
 
 
-def _meta_ok(m) -> bool:
-    if m is None:
-        return True
-    if not (isinstance(m, list) and len(m) == 2 and isinstance(m[0], dict) and isinstance(m[1], dict)):
-        return False
-    return all(type(v) is str for v in m[0].values()) and all(type(v) is str for v in m[1].values())
+def _digest(shapes: dict) -> str:
+    return hashlib.blake2b(json.dumps(shapes, separators=(",", ":")).encode(), digest_size=16).hexdigest()
+
+
+class _Folder:
+    """One folder's cache file: files (abspath -> [identity, last seen, entry, meta]) and the key
+    tables their metas name (digest -> {key: shape}: the files of one run share a few, so each
+    is stored, loaded and checked once)."""
+
+    __slots__ = ("files", "tables", "checked")
+
+    def __init__(self, files: dict | None = None, tables: dict | None = None):
+        self.files = {} if files is None else files
+        self.tables = {} if tables is None else tables
+        self.checked: dict[str, bool] = {}
+
+    def meta(self, m) -> "FileMeta | None | bool":
+        """The FileMeta a record's [table digest, fingerprint] names; False when malformed."""
+        if m is None:
+            return None
+        if not (isinstance(m, list) and len(m) == 2 and type(m[0]) is str and isinstance(m[1], dict)
+                and all(type(v) is str for v in m[1].values())):
+            return False
+        ok = self.checked.get(m[0])
+        if ok is None:
+            t = self.tables.get(m[0])
+            ok = self.checked[m[0]] = isinstance(t, dict) and all(type(v) is str for v in t.values())
+        return FileMeta(self.tables[m[0]], m[1]) if ok else False
 
 
 class ScanCache:
@@ -131,7 +153,7 @@ class ScanCache:
     def __init__(self, root: Path, stamp: str):
         self.root = root
         self.stamp = stamp
-        self.folders: dict[str, dict] = {}       # folder -> {abspath: [identity, seen, entry, meta]}
+        self.folders: dict[str, _Folder] = {}
         self.dirty: set[str] = set()
         self.used: set[str] = set()
         self.now = int(time.time())
@@ -149,41 +171,42 @@ class ScanCache:
         return self.root / (hashlib.blake2b(folder.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
                             + ".json")
 
-    def _folder(self, folder: str) -> dict:
-        files = self.folders.get(folder)
-        if files is None:
-            files = self.folders[folder] = self._load(folder)
-        return files
+    def _folder(self, folder: str) -> _Folder:
+        f = self.folders.get(folder)
+        if f is None:
+            f = self.folders[folder] = self._load(folder)
+        return f
 
-    def _load(self, folder: str) -> dict:
+    def _load(self, folder: str) -> _Folder:
         try:
             if not _mine(os.stat(self.root)):
-                return {}
+                return _Folder()
             with open(self._name(folder), "rb") as fh:
                 if not _mine(os.fstat(fh.fileno())):
-                    return {}
+                    return _Folder()
                 doc = json.loads(fh.read())
         except (OSError, ValueError, UnicodeError, RecursionError):
             self.dirty.add(folder)       # missing or corrupt: written afresh
-            return {}
+            return _Folder()
         if not (isinstance(doc, dict) and doc.get("format") == FORMAT and doc.get("stamp") == self.stamp
-                and doc.get("folder") == folder and isinstance(doc.get("files"), dict)):
+                and doc.get("folder") == folder and isinstance(doc.get("files"), dict)
+                and isinstance(doc.get("tables"), dict)):
             self.dirty.add(folder)
-            return {}
+            return _Folder()
         self.used.add(folder)
-        return doc["files"]
+        return _Folder(doc["files"], doc["tables"])
 
     def get(self, path: str, st: os.stat_result):
         """(ScanEntry, FileMeta or None) of `path` (absolute) when kept for this identity, else None."""
-        rec = self._folder(os.path.dirname(path)).get(path)
-        if not (isinstance(rec, list) and len(rec) == 4 and rec[0] == identity(st)):
+        f = self._folder(os.path.dirname(path))
+        rec = f.files.get(path)
+        if not (isinstance(rec, list) and len(rec) == 4 and rec[0] == identity(st) and _entry_ok(rec[2])):
             return None
-        d, m = rec[2], rec[3]
-        if not (_entry_ok(d) and _meta_ok(m)):
+        meta = f.meta(rec[3])
+        if meta is False:
             return None
         rec[1] = self.now
-        e = ScanEntry(path=Path(path), **d)
-        return e, (None if m is None else FileMeta(m[0], m[1]))
+        return ScanEntry(path=Path(path), **rec[2]), meta
 
     def put(self, path: str, before: os.stat_result, after: os.stat_result | None, e: ScanEntry,
             meta: FileMeta | None) -> None:
@@ -200,7 +223,14 @@ class ScanCache:
         for k in ("path", *RELATION_FIELDS):
             del d[k]
         folder = os.path.dirname(path)
-        self._folder(folder)[path] = [ident, self.now, d, None if meta is None else [meta.shapes, meta.fingerprint]]
+        f = self._folder(folder)
+        m = None
+        if meta is not None:
+            digest = _digest(meta.shapes)
+            f.tables.setdefault(digest, meta.shapes)
+            f.checked[digest] = True
+            m = [digest, meta.fingerprint]
+        f.files[path] = [ident, self.now, d, m]
         self.dirty.add(folder)
 
     def save(self) -> None:
@@ -211,7 +241,7 @@ class ScanCache:
             if not _mine(os.stat(self.root)):
                 return
             for folder in self.dirty:
-                self._write(folder, self.folders.get(folder, {}))
+                self._write(folder, self.folders.get(folder) or _Folder())
             for folder in self.used - self.dirty:
                 try:
                     os.utime(self._name(folder))     # least recently used folders go first
@@ -222,12 +252,15 @@ class ScanCache:
         except OSError:
             pass
 
-    def _write(self, folder: str, files: dict) -> None:
+    def _write(self, folder: str, f: _Folder) -> None:
+        files = {p: r for p, r in f.files.items() if isinstance(r, list) and len(r) == 4}
         if len(files) > MAX_PER_FOLDER:
-            keep = sorted(files, key=lambda p: files[p][1] if isinstance(files[p], list) else 0)[-MAX_PER_FOLDER:]
+            keep = sorted(files, key=lambda p: files[p][1] if isinstance(files[p][1], int) else 0)[-MAX_PER_FOLDER:]
             files = {p: files[p] for p in keep}
-        data = json.dumps({"format": FORMAT, "stamp": self.stamp, "folder": folder, "files": files},
-                          separators=(",", ":")).encode()
+        named = {r[3][0] for r in files.values() if isinstance(r[3], list) and r[3] and type(r[3][0]) is str}
+        tables = {k: t for k, t in f.tables.items() if k in named}
+        data = json.dumps({"format": FORMAT, "stamp": self.stamp, "folder": folder, "tables": tables,
+                           "files": files}, separators=(",", ":")).encode()
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".json")    # mode 0600
         try:
             with os.fdopen(fd, "wb") as fh:

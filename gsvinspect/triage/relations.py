@@ -63,7 +63,15 @@ def _tail_match(a: str, b: str) -> int:
 def tie_bases(entries: list[ScanEntry], cks: dict) -> None:
     """Set ``base``/``base_rule`` on every readable fine-tuned entry (cks: path -> FileMeta)."""
     pretrained = [e for e in entries if e.ok and e.stage == "pretrained" and e.path in cks]
-    sigs = {e.path: _signature(cks[e.path].shapes, drop_export=True) for e in pretrained}
+    memo: dict[int, frozenset] = {}      # files from the scan cache share their key tables
+
+    def sig(shapes: dict) -> frozenset:
+        s = memo.get(id(shapes))
+        if s is None:
+            s = memo[id(shapes)] = _signature(shapes, drop_export=True)
+        return s
+
+    sigs = {e.path: sig(cks[e.path].shapes) for e in pretrained}
     for e in entries:
         if not e.ok or e.stage in ("pretrained", "unreadable") or e.path not in cks:
             continue
@@ -75,7 +83,7 @@ def tie_bases(entries: list[ScanEntry], cks: dict) -> None:
             if scored and scored[0][0] >= 1 and (len(scored) == 1 or scored[0][0] > scored[1][0]):
                 e.base, e.base_rule = str(scored[0][1].path), f"config ({e.config_base})"
                 continue
-        mine = _signature(cks[e.path].shapes, drop_export=True)
+        mine = sig(cks[e.path].shapes)
         hits = [p for p in same_model if p.version == e.version and sigs[p.path] == mine]
         if len(hits) == 1:
             note = f"; config names {e.config_base}, not scanned" if e.config_base else ""
@@ -153,16 +161,24 @@ def find_copies(entries: list[ScanEntry], metas: dict) -> None:
     """Set ``copy_of``/``copy_note`` on exports that hold a training checkpoint's weights
     (metas: path -> FileMeta)."""
     training = [e for e in entries if e.ok and e.stage in ("s1 GPT", "s2 G") and e.path in metas]
+    memo: dict[int, dict] = {}           # files from the scan cache share their key tables
+
+    def canon(shapes: dict) -> dict:
+        c = memo.get(id(shapes))
+        if c is None:
+            c = memo[id(shapes)] = {canonical(k): s for k, s in shapes.items()}
+        return c
+
     for ex in entries:
         if not ex.ok or ex.stage != "exports" or ex.path not in metas or ex.model not in ("gpt", "sovits-G"):
             continue
         mine = metas[ex.path]
-        shapes = {canonical(k): s for k, s in mine.shapes.items()}
+        shapes = canon(mine.shapes)
         cands = [t for t in training if t.model == ex.model]
         cands.sort(key=lambda t: (t.experiment != ex.experiment, t.epoch != ex.epoch, t.step != ex.step))
         for tr in cands:
             theirs = metas[tr.path]
-            tr_shapes = {canonical(k): s for k, s in theirs.shapes.items()}
+            tr_shapes = canon(theirs.shapes)
             if any(tr_shapes.get(c) != shape for c, shape in shapes.items()):
                 continue
             common = [c for c in mine.fingerprint if c in theirs.fingerprint]
