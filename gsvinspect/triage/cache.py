@@ -30,8 +30,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import stat
-import tempfile
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -261,6 +259,8 @@ class ScanCache:
         tables = {k: t for k, t in f.tables.items() if k in named}
         data = json.dumps({"format": FORMAT, "stamp": self.stamp, "folder": folder, "tables": tables,
                            "files": files}, separators=(",", ":")).encode()
+        import tempfile     # (a 7 ms import; a scan that only hits never writes)
+
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".json")    # mode 0600
         try:
             with os.fdopen(fd, "wb") as fh:

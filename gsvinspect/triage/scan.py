@@ -7,6 +7,8 @@ pickle only; of the tensor data only a few small tensors are read, for the copy 
 unpickle is the cost (10-30 ms for a G_*.pth), so from 12 files on they are read by one forked
 process per core, each sending back its rows and the keys, shapes and fingerprints relations
 need (a few kB per file); the relations are then worked out here without opening anything again.
+Files unchanged since an earlier scan are not opened at all (``cache``), and those that are read
+are announced to the kernel first (``readahead``), so a cold disk serves them in parallel.
 """
 
 from __future__ import annotations
