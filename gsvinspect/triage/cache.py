@@ -12,7 +12,7 @@ needs all five equal. Rewriting a file in place with the same size and its mtime
 moves its ctime, which nobody can set. A file changed within ``RACY_NS`` of being read is not
 kept (a second write within the file system's timestamp tick would look unchanged), nor one
 whose identity moved while it was read. Every cache file also names the code that wrote it
-(``code_stamp``: the version and the name, size and mtime of every ``.py`` of the package), so
+(``code_stamp``: the version and the name, size and mtime of every ``.py`` and ``.json`` of the package), so
 any code change, an editable install's included, starts afresh.
 
 Where: ``$GSVINSPECT_CACHE_DIR``, else ``$XDG_CACHE_HOME/gsvinspect``, else
@@ -53,7 +53,6 @@ _TYPES = {
     "dtypes": (dict,), "n_tensors": (int,), "scaler": (bool, type(None)), "base_use": (str,),
     "missing": (list,), "config_base": (str, type(None)), "error": (str, type(None)), "refused": (bool,),
 }
-assert set(_TYPES) | set(RELATION_FIELDS) | {"path"} == set(ScanEntry.__dataclass_fields__)
 
 
 def enabled() -> bool:
@@ -71,14 +70,16 @@ def cache_dir() -> Path:
 
 @lru_cache(maxsize=1)
 def code_stamp() -> str:
-    """This code's stamp: its version and every .py file of the package (``stamp_of``)."""
+    """This code's stamp: its version and every .py and .json file of the package (``stamp_of``;
+    the key manifests under data/ decide a row's ``missing``)."""
     from .. import __version__
 
     return stamp_of(Path(__file__).resolve().parents[1], __version__)
 
 
 def stamp_of(root: Path, version: str) -> str:
-    """`version` and a digest of (relative name, size, mtime_ns) of every .py file under `root`."""
+    """`version` and a digest of (relative name, size, mtime_ns) of every .py and .json file under
+    `root` (not in __pycache__)."""
     h = hashlib.blake2b(digest_size=12)
     stack = [str(root)]
     while stack:
@@ -88,7 +89,7 @@ def stamp_of(root: Path, version: str) -> str:
                 if ent.is_dir(follow_symlinks=False):
                     if ent.name != "__pycache__":
                         stack.append(ent.path)
-                elif ent.name.endswith(".py"):
+                elif ent.name.endswith((".py", ".json")):
                     st = ent.stat()
                     h.update(f"{os.path.relpath(ent.path, root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return f"{version}:{h.hexdigest()}"

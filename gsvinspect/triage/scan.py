@@ -72,27 +72,38 @@ def _meta(e: ScanEntry, ck):
         ck.close()
 
 
-def _describe(paths: list[Path], trust: bool) -> list:
-    """(ScanEntry, FileMeta or None) of each file, its Checkpoint closed. Every file's pickle is
-    read first, advising the sampled tensors' records as it goes, and the samples after: on a
-    cold disk the kernel fetches them while the next pickles are parsed."""
-    opened = []
+WINDOW = 16     # files open at once while their samples are fetched (bounds the memory held)
+
+
+def _advise_samples(ck) -> None:
     try:
-        for p in paths:
-            e, ck = read_entry(p, trust=trust, keep_open=True)
-            if ck is not None:
-                readahead.samples(ck, [k for _, k in sample(ck)])
-            opened.append([e, ck])
-        out = []
-        for item in opened:
-            e, ck = item
-            item[1] = None
-            out.append((e, None if ck is None else _meta(e, ck)))
-        return out
-    finally:
-        for _, ck in opened:
-            if ck is not None:
-                ck.close()
+        readahead.samples(ck, [k for _, k in sample(ck)])
+    except Exception:       # advice only: reading the samples will say what is wrong
+        pass
+
+
+def _describe(paths: list[Path], trust: bool) -> list:
+    """(ScanEntry, FileMeta or None) of each file, its Checkpoint closed. The pickles of WINDOW
+    files are read first, advising each one's sampled tensor records as it goes, and their
+    samples after: on a cold disk the kernel fetches them while the next pickles are parsed."""
+    out = []
+    for i in range(0, len(paths), WINDOW):
+        opened = []
+        try:
+            for p in paths[i:i + WINDOW]:
+                e, ck = read_entry(p, trust=trust, keep_open=True)
+                if ck is not None:
+                    _advise_samples(ck)
+                opened.append([e, ck])
+            for item in opened:
+                e, ck = item
+                item[1] = None
+                out.append((e, None if ck is None else _meta(e, ck)))
+        finally:
+            for _, ck in opened:
+                if ck is not None:
+                    ck.close()
+    return out
 
 
 def _forked(paths: list[Path], trust: bool, n: int) -> list:

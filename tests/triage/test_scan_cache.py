@@ -243,7 +243,7 @@ def test_a_code_change_is_a_miss(tree, cache_dir, opens, monkeypatch, tmp_path):
     opens.clear()
     assert scan([tree]).cached == n and opens == []
 
-    # the stamp follows every .py file's name, size and mtime (not __pycache__)
+    # the stamp follows every .py and .json file's name, size and mtime (not __pycache__)
     pkg = tmp_path / "pkg"
     (pkg / "sub").mkdir(parents=True)
     (pkg / "a.py").write_text("x = 1\n")
@@ -256,7 +256,10 @@ def test_a_code_change_is_a_miss(tree, cache_dir, opens, monkeypatch, tmp_path):
     os.utime(pkg / "sub" / "b.py", ns=(st.st_atime_ns, st.st_mtime_ns + 1))
     s1 = cache_mod.stamp_of(pkg, "1.0")
     (pkg / "sub" / "new.py").write_text("")
-    assert len({s0, s1, cache_mod.stamp_of(pkg, "1.0")}) == 3
+    s2 = cache_mod.stamp_of(pkg, "1.0")
+    (pkg / "manifest.json").write_text("{}")
+    (pkg / "notes.txt").write_text("")
+    assert len({s0, s1, s2, cache_mod.stamp_of(pkg, "1.0")}) == 4
 
 
 def test_a_just_written_file_is_not_kept(tree, cache_dir, opens, monkeypatch):
@@ -305,6 +308,14 @@ def test_what_may_pass_is_not_kept_and_folders_are_capped(tree, cache_dir, opens
     assert opens == []
     scan(exports)
     assert len(opens) == len(exports)                # its folder's file was the least recently used
+
+
+def test_every_field_of_a_row_is_kept_or_recomputed():
+    """A field added to ScanEntry must be named here too (else every entry would be a miss)."""
+    from gsvinspect.triage.entry import ScanEntry
+
+    kept = set(cache_mod._TYPES) | set(cache_mod.RELATION_FIELDS) | {"path"}
+    assert kept == set(ScanEntry.__dataclass_fields__)
 
 
 def test_storage_range_covers_each_tensor_without_reading(run_tree):
