@@ -37,8 +37,8 @@ def canonical(key: str) -> str:
 
 
 def shape_text(shape) -> str:
-    """A shape as FileMeta keeps it: ``"192,768"`` (``""`` for a scalar); compared, never parsed."""
-    return ",".join(map(str, shape))
+    """A shape as FileMeta keeps it: ``"(192, 768)"``; compared, never parsed."""
+    return str(tuple(shape))
 
 
 def _signature(shapes: dict, *, drop_export: bool) -> frozenset:
@@ -114,13 +114,13 @@ def sample(ck) -> list[tuple[str, str]]:
     return [(c, k) for _, c, k in sorted(cands)[:SAMPLE]]
 
 
-def fingerprint(ck) -> dict:
+def fingerprint(ck, picks: list | None = None) -> dict:
     """Digests of the ``sample`` tensors' values cast to fp16 (round to nearest, as ``.half()``;
-    an fp16 file's values are taken as they are)."""
+    an fp16 file's values are taken as they are). picks: ``sample(ck)`` when already known."""
     import hashlib
 
     out = {}
-    for c, k in sample(ck):
+    for c, k in (sample(ck) if picks is None else picks):
         half = _as_half_bytes(ck, k)
         out[c] = hashlib.blake2b(half, digest_size=16).digest()
     return out
@@ -152,9 +152,9 @@ def _as_half_bytes(ck, key: str) -> bytes:
     return arr.tobytes()
 
 
-def file_meta(ck) -> FileMeta:
+def file_meta(ck, picks: list | None = None) -> FileMeta:
     return FileMeta({k: shape_text(t.shape) for k, t in ck.weights.items()},
-                    {c: d.hex() for c, d in fingerprint(ck).items()})
+                    {c: d.hex() for c, d in fingerprint(ck, picks).items()})
 
 
 def find_copies(entries: list[ScanEntry], metas: dict) -> None:

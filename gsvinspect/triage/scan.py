@@ -60,11 +60,11 @@ def _order(e: ScanEntry) -> tuple:
             str(e.path))
 
 
-def _meta(e: ScanEntry, ck):
+def _meta(e: ScanEntry, ck, picks: list | None = None):
     """The FileMeta of an open Checkpoint (None, with the entry's error set, if its tensor data
     cannot be read); closes it."""
     try:
-        return file_meta(ck)
+        return file_meta(ck, picks)
     except Exception as exc:     # a fingerprint that cannot be read: the file is still listed
         e.error = f"cannot read tensor data: {type(exc).__name__}: {exc}"
         return None
@@ -75,11 +75,14 @@ def _meta(e: ScanEntry, ck):
 WINDOW = 16     # files open at once while their samples are fetched (bounds the memory held)
 
 
-def _advise_samples(ck) -> None:
+def _advise_samples(ck) -> list | None:
+    """The sample ``fingerprint`` will read (None if it cannot be picked), its records advised."""
     try:
-        readahead.samples(ck, [k for _, k in sample(ck)])
+        picks = sample(ck)
+        readahead.samples(ck, [k for _, k in picks])
+        return picks
     except Exception:       # advice only: reading the samples will say what is wrong
-        pass
+        return None
 
 
 def _describe(paths: list[Path], trust: bool) -> list:
@@ -92,15 +95,13 @@ def _describe(paths: list[Path], trust: bool) -> list:
         try:
             for p in paths[i:i + WINDOW]:
                 e, ck = read_entry(p, trust=trust, keep_open=True)
-                if ck is not None:
-                    _advise_samples(ck)
-                opened.append([e, ck])
+                opened.append([e, ck, None if ck is None else _advise_samples(ck)])
             for item in opened:
-                e, ck = item
+                e, ck, picks = item
                 item[1] = None
-                out.append((e, None if ck is None else _meta(e, ck)))
+                out.append((e, None if ck is None else _meta(e, ck, picks)))
         finally:
-            for _, ck in opened:
+            for _, ck, _ in opened:
                 if ck is not None:
                     ck.close()
     return out
