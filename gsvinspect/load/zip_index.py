@@ -27,6 +27,7 @@ import mmap
 import os
 import stat
 import struct
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,7 +84,14 @@ class ZipIndex:
     def open(cls, path: Path, mm: mmap.mmap, file_size: int) -> "ZipIndex":
         folded: dict[str, ZipRecord] = {}
         records = _read_central_directory(path, mm, file_size, folded)
-        return cls(path, mm, file_size, records, _archive_prefix(path, records), folded)
+        zi = cls(path, mm, file_size, records, _archive_prefix(path, records), folded)
+        try:
+            st = os.stat(path)
+            zi._ident = (st.st_dev, st.st_ino)
+            zi._checked_at, zi._checked_size = time.monotonic(), st.st_size
+        except OSError:
+            pass
+        return zi
 
     # -- access -----------------------------------------------------------------------------
     def get(self, name: str) -> ZipRecord | None:
@@ -117,6 +125,7 @@ class ZipIndex:
         h = rec.header_offset
         if h + 30 > self.file_size:
             raise CheckpointError(self.path, f"record {name!r}: local header beyond end of file (truncated?)")
+        self._check_not_shrunk(h + 30)
         local = bytes(self.mm[h:h + 30])
         sig = local[:4]
         if sig != _LOCAL_SIG and not (h == 0 and sig[:2] in HEADER_DIGITS and sig[2:] == b"\x03\x04"):
@@ -127,6 +136,29 @@ class ZipIndex:
             raise CheckpointError(self.path, f"record {name!r} runs past the end of the file (truncated?)")
         self._data_offsets[name] = off
         return off
+
+    def _check_not_shrunk(self, end: int) -> None:
+        """Refuse to touch the mapping past the end of a file truncated in place since it was
+        mapped (a trainer rewriting ``G_233333333333.pth`` under a running scan or drift pass):
+        that would be SIGBUS, the interpreter dead. A path now naming another file is fine: the
+        mapping holds the one opened. Local headers are read lazily, long after ``open``.
+
+        One ``stat`` (2.7 µs) per 10 ms at most: a drift pass or a 20k-key diff reads thousands
+        of headers, and a file checked 10 ms ago is checked again by the next read after that.
+        """
+        ident = getattr(self, "_ident", None)
+        if ident is None:
+            return
+        now = time.monotonic()
+        if now - self._checked_at < 0.01 and end <= self._checked_size:
+            return
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return
+        self._checked_at, self._checked_size = now, st.st_size
+        if (st.st_dev, st.st_ino) == ident and st.st_size < end:
+            raise CheckpointError(self.path, "file shrank since it was opened (changed by another program?)")
 
     def data(self, name: str) -> memoryview:
         """The stored bytes of an uncompressed record, without copying."""

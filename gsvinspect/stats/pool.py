@@ -44,18 +44,13 @@ def can_fork() -> bool:
 
 
 def run_jobs(n_jobs: int, work: Callable[[int], Rows], done: Callable[[int, Rows], None], *,
-             processes: int, width: int, cancel: threading.Event | None = None,
-             parent_works: bool = True) -> None:
+             processes: int, width: int, cancel: threading.Event | None = None) -> None:
     """Call ``done(i, work(i))`` on the calling thread for every job ``i`` in ``range(n_jobs)``.
 
     ``work(i)`` returns rows ``(id, float64 array of length width)``; it runs in one of
     ``processes - 1`` forked children or on the calling thread. ``done`` is called once per job,
     in completion order. When `cancel` is set the children are killed and the call returns
     early (jobs not done are simply not reported).
-
-    ``parent_works=False``: ``processes`` children do the jobs and the calling thread only
-    collects, running here just the jobs a child lost (for work that is faster, but not safe to
-    die in, in a child: the drift pass reads through the mapping there).
     """
     if processes <= 1 or n_jobs <= 1 or not can_fork():
         for i in range(n_jobs):
@@ -63,14 +58,12 @@ def run_jobs(n_jobs: int, work: Callable[[int], Rows], done: Callable[[int, Rows
                 return
             done(i, work(i))
         return
-    n_children = min(processes - 1, n_jobs - 1) if parent_works else min(processes, n_jobs)
-    _Pool(n_jobs, work, done, n_children, width, cancel, parent_works).run()
+    _Pool(n_jobs, work, done, min(processes - 1, n_jobs - 1), width, cancel).run()
 
 
 class _Pool:
-    def __init__(self, n_jobs, work, done, n_children, width, cancel, parent_works=True):
+    def __init__(self, n_jobs, work, done, n_children, width, cancel):
         self.n_jobs, self.work, self.done, self.width, self.cancel = n_jobs, work, done, width, cancel
-        self.parent_works = parent_works
         self.n_children = n_children
         self.row = struct.Struct(f"<q{width}d")
         self.got = bytearray(n_jobs)
@@ -94,7 +87,7 @@ class _Pool:
                                       daemon=True)
             feeder.start()
             tok_w = -1                               # the feeder closes it when all tokens are in
-            while self.parent_works and not self.cancelled():
+            while not self.cancelled():
                 self._collect(0.0)
                 tok = _read_token(tok_r)
                 if tok is None:

@@ -181,27 +181,3 @@ def test_cancel_with_more_jobs_than_the_token_pipe_holds():
     run_jobs(50_000, lambda i: (time.sleep(0.001), _rows(i))[1], done, processes=3, width=WIDTH, cancel=cancel)
     assert time.perf_counter() - t0 < 3.0 and 5 <= len(seen) < 50_000
     assert _no_children_left()
-
-
-def test_parent_works_false_leaves_every_job_to_the_children_and_redoes_what_they_lose(tmp_path):
-    """``parent_works=False``: no job runs here unless a child lost it; a child killed by a signal
-    in the middle of a job (SIGBUS on a truncated mapping in the drift pass) loses nothing."""
-    import signal
-
-    parent = os.getpid()
-    here = []
-
-    def work(i):
-        if os.getpid() == parent:
-            here.append(i)
-        elif i == 7:
-            os.kill(os.getpid(), signal.SIGBUS)    # dies mid-job, as on a truncated mapping
-        return _rows(i)
-
-    seen = {}
-    run_jobs(40, work, lambda i, rows: seen.__setitem__(i, rows), processes=2, width=WIDTH, parent_works=False)
-    assert sorted(seen) == list(range(40))
-    assert 7 in here                                  # lost by its child, redone here
-    assert len(here) < 40 and all(int(r[1][10]) != parent for i, rows in seen.items() if i not in here
-                                  for r in rows)
-    assert _no_children_left()

@@ -5,6 +5,7 @@ numbers equal a torch.load reference."""
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -141,9 +142,9 @@ def test_small_tensors_go_in_packs_with_the_same_numbers(run_tree, scanned, monk
 
 
 def test_a_file_truncated_during_the_pass_is_one_clean_error(run_tree, tmp_path, monkeypatch):
-    """Workers read through the mapping: one that touches a page past a file's new end dies of
-    SIGBUS; its job is redone in this process with pread, which raises the one-line error. The
-    interpreter survives, nothing hangs."""
+    """A file truncated under the pass (a trainer rewriting it in place) is one CheckpointError
+    from the worker that reads it with pread, re-raised here; no process touches a mapping past
+    the file's end (that would be SIGBUS: the interpreter dead), nothing hangs."""
     import shutil
 
     from gsvinspect.errors import CheckpointError
@@ -164,6 +165,7 @@ def test_a_file_truncated_during_the_pass_is_one_clean_error(run_tree, tmp_path,
         real_init(self, *a)
         with open(victim, "r+b") as fh:       # after the fds were proven: as a trainer rewriting it
             fh.truncate(victim.stat().st_size // 3)
+        time.sleep(0.02)                      # past zip_index's 10 ms between size checks
 
     monkeypatch.setattr(drift_mod, "POOL_FROM", 0)
     monkeypatch.setattr(drift_mod, "_cpu_workers", lambda: 2)
