@@ -206,22 +206,28 @@ class _Pass:
         return info.nbytes + sum(self.cks[i].weights[k].nbytes for i, k in enumerate(sides) if k)
 
     def run(self) -> None:
-        """Phoneme tables here (row sums per language); every other tensor as a job of the stats
-        pool (forked workers when the trajectory holds more than POOL_FROM bytes)."""
+        """Every tensor as a job of the stats pool (forked workers when the trajectory holds more
+        than POOL_FROM bytes): the phoneme tables first (row sums per language), then big tensors
+        alone and small ones in packs."""
         targets = self._targets()
         tables = [t for t in targets if t[3] in PHONEME_TABLES and len(t[1].shape) == 2]
         tables_keys = {t[0] for t in tables}
-        jobs = self._packs([t for t in targets if t[0] not in tables_keys])
-        for t in tables:
-            self._check_cancel()
-            self._table(t[0], t[1], t[2])
-            self._tick(self._nbytes(t))
+        jobs = [[t] for t in tables] + self._packs([t for t in targets if t[0] not in tables_keys])
+        n_tables = len(tables)
         total = sum(self._job_nbytes(t) for t in jobs)
         procs = _cpu_workers() if total > POOL_FROM else 1
 
+        def work(j: int):
+            return self._table_rows(*jobs[j][0][:3]) if j < n_tables else self._job_rows(jobs[j])
+
         def done(j: int, rows) -> None:
             mod = top_module(jobs[j][0][3])
+            names = _lang_names(jobs[j][0][1].shape[0]) if j < n_tables else None
             for i, v in rows:
+                if i >= _LANG_ROW:      # a table's language sums: row id = _LANG_ROW + language, checkpoint
+                    lang, ck = divmod(i - _LANG_ROW, len(self.cks))
+                    self.langs[ck].setdefault(names[lang], _Sums()).add(*(float(x) for x in v[:4]))
+                    continue
                 self.mods[i].setdefault(mod, _Sums()).add(*(float(x) for x in v[:4]))
                 h = self.health[i]
                 for n in range(4):
@@ -230,8 +236,7 @@ class _Pass:
 
         self.files = _Files(self.base_ck, *self.cks)
         try:
-            run_jobs(len(jobs), lambda j: self._job_rows(jobs[j]), done, processes=procs, width=8,
-                     cancel=self.cancel)
+            run_jobs(len(jobs), work, done, processes=procs, width=8, cancel=self.cancel)
         finally:
             self.files.close()
             self.files = None
@@ -346,16 +351,13 @@ class _Pass:
                     prev, sp = cur, sc
         return [(i, np.array([*a, n_tensors], dtype=np.float64)) for i, a in acc.items()]
 
-    def _table(self, key: str, info, sides: list) -> None:
+    def _table_rows(self, key: str, info, sides: list) -> list[tuple[int, np.ndarray]]:
         """The phoneme table (small): per row, fp32 differences and sums of squares (a row is a few
-        hundred values), added up in fp64 per language and for the module."""
-        from ..load.symbols import label_rows
-
+        hundred values), added up in fp64 per language and for the module. Rows: the module's as
+        every job's, then ``(_LANG_ROW + language * n_checkpoints + checkpoint, 4 sums)``."""
         rows = info.shape[0]
-        mod = top_module(canonical(key))
-        labels = [s.language or "other" for s in label_rows(rows)]
-        names = list(dict.fromkeys(labels))
-        lang_of_row = np.array([names.index(lab) for lab in labels], dtype=np.intp)
+        names = _lang_names(rows)
+        lang_of_row = np.array([names.index(s.language or "other") for s in _labels(rows)], dtype=np.intp)
 
         def per_lang(row_sums: np.ndarray) -> np.ndarray:
             return np.bincount(lang_of_row, weights=row_sums, minlength=len(names))
@@ -363,6 +365,7 @@ class _Pass:
         base = _as_f32(_flat(self.base_ck, key), info.dtype, np.empty(info.numel, np.float32)).reshape(rows, -1)
         base_rows = _row_sums(base)
         diff = np.empty_like(base)
+        out = []
         for chain in self.chains:
             prev, prev_rows = base, base_rows
             for i in chain:
@@ -372,17 +375,31 @@ class _Pass:
                 ck = self.cks[i]
                 cur = _as_f32(_flat(ck, k), ck.weights[k].dtype, np.empty(info.numel, np.float32))
                 _, nan, inf, ovf = _health(cur, ck.weights[k].dtype)
-                h = self.health[i]
-                h[0], h[1], h[2], h[3] = h[0] + nan, h[1] + inf, h[2] + ovf, h[3] + 1
                 cur = cur.reshape(rows, -1)
                 cur_rows = _row_sums(cur)
                 sums = [_row_sums(np.subtract(cur, base, out=diff)), base_rows,
                         _row_sums(np.subtract(cur, prev, out=diff)), prev_rows]
-                self.mods[i].setdefault(mod, _Sums()).add(*(float(s.sum()) for s in sums))
-                by_lang = [per_lang(s) for s in sums]
-                for n, lang in enumerate(names):
-                    self.langs[i].setdefault(lang, _Sums()).add(*(float(b[n]) for b in by_lang))
+                out.append((i, np.array([*(float(s.sum()) for s in sums), nan, inf, ovf, 1], dtype=np.float64)))
+                by_lang = np.stack([per_lang(s) for s in sums], axis=1)     # language x 4
+                for n in range(len(names)):
+                    out.append((_LANG_ROW + n * len(self.cks) + i,
+                                np.concatenate([by_lang[n], np.zeros(4)])))
                 prev, prev_rows = cur, cur_rows
+        return out
+
+
+_LANG_ROW = 1 << 40         # row ids from here on are a phoneme table's per-language sums
+
+
+def _labels(rows: int):
+    from ..load.symbols import label_rows
+
+    return label_rows(rows)
+
+
+def _lang_names(rows: int) -> list[str]:
+    """The languages of a `rows`-row phoneme table, in table order ("other": no language)."""
+    return list(dict.fromkeys(s.language or "other" for s in _labels(rows)))
 
 
 _RAW_DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}
