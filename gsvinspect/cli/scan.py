@@ -49,7 +49,7 @@ def exit_code(result, drift) -> int:
 def run(args) -> int:
     from ..errors import CheckpointError
     from ..report import scan as rep
-    from ..report.output import console, emit_json
+    from ..report.output import PlainOut, console, emit_json, is_terminal
     from ..triage.scan import scan
 
     import time
@@ -79,7 +79,7 @@ def run(args) -> int:
         elif args.csv:
             (rep.drift_csv(drift, sys.stdout) if drift is not None else rep.files_csv(result, sys.stdout))
         else:
-            con = console()
+            con = console() if drift is not None or is_terminal() else PlainOut()
             rep.print_scan(con, result, root)
             if drift is not None:
                 rep.print_drift(con, drift, root)

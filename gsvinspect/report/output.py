@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import safe_text
 
-__all__ = ["safe_text", "console", "emit_json", "json_text", "install_safe_stdout", "SafeStream", "to_jsonable",
+__all__ = ["safe_text", "console", "PlainOut", "cell_len", "emit_json", "json_text", "install_safe_stdout", "SafeStream", "to_jsonable",
            "bounded_repr", "human_bytes", "human_count", "is_terminal"]
 
 
@@ -59,6 +59,26 @@ def install_safe_stdout():
             sys.stdout = old
 
     return restore
+
+
+class PlainOut:
+    """What the plain renderers (``report.scan.print_scan``) need of a console when stdout is not a
+    terminal, without importing rich (~30 ms of a 0.1 s rescan): a file, a width, no terminal."""
+
+    is_terminal = False
+    width = 200
+
+    def __init__(self, file=None):
+        self.file = file if file is not None else sys.stdout
+
+
+def cell_len(text: str) -> int:
+    """Terminal cells `text` takes: East Asian wide/fullwidth characters 2, combining marks 0."""
+    if text.isascii():
+        return len(text)
+    import unicodedata
+
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
 def _raw_stdout():

@@ -196,9 +196,8 @@ def plain_table(title: str | None, cols, rows: list[list[str]]) -> str:
     """The layout rich gives a ``box=None`` table when piped (columns two spaces apart, headers
     justified like their column), without rich: a 50-file scan rendered 20x faster. Control
     characters in cells are escaped (``safe_text``) as the console does; widths are terminal cells."""
-    from rich.cells import cell_len
-
     from ..errors import safe_text
+    from .output import cell_len
 
     rows = [[safe_text(c) for c in r] for r in rows]
     widths = [max([cell_len(name)] + [cell_len(r[k]) for r in rows]) for k, (name, _) in enumerate(cols)]
