@@ -13,6 +13,8 @@ checkpoint of it:
 * ``jump``: the change from the previous checkpoint *per step* (per epoch when steps are unknown)
   is at least ``JUMP_FACTOR`` times the median of the group's other checkpoints (3 or more points).
 
+The results (``DriftPoint``, ``DriftGroup``), the grouping and the jump rule are ``triage.trajectory``.
+
 Each byte is read once for the whole trajectory: tensors are visited target by target, the base's
 block converted once and every checkpoint's block compared with it and with the previous
 checkpoint's block (kept in memory), so the base is not re-read per pair. The conversions and
@@ -28,15 +30,15 @@ from __future__ import annotations
 
 import math
 import os
-import statistics
 import threading
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..errors import CheckpointError
 from ..meta import FLOAT_DTYPES
 from .entry import ScanEntry, top_module
+from .trajectory import (DRIFT_STAGES, JUMP_FACTOR, DriftGroup, DriftPoint, _Sums, drift_groups,  # noqa: F401
+                         mark_jumps)
 from .relations import canonical
 
 from ..stats.device import _cpu_workers
@@ -50,96 +52,12 @@ from ..stats.results import OVERFLOW16
 # fast as over 16 MB blocks); single-process drift pass measured 15-25 % faster than with 4M elements
 BLOCK = 1 << 18
 POOL_FROM = 64 << 20        # a trajectory holding more bytes runs on forked workers (stats.pool)
-JUMP_FACTOR = 4.0
 
 PHONEME_TABLES = ("enc_p.text_embedding.weight", "model.ar_text_embedding.word_embeddings.weight")
-DRIFT_STAGES = ("s1 GPT", "s2 G", "s2 D", "exports")
 
 
 class DriftCancelled(Exception):
     """The drift pass was cancelled (``cancel`` set); nothing partial is returned."""
-
-
-@dataclass
-class _Sums:
-    d_base: float = 0.0
-    base: float = 0.0
-    d_prev: float = 0.0
-    prev: float = 0.0
-
-    def add(self, d_base, base, d_prev, prev) -> None:
-        self.d_base += d_base
-        self.base += base
-        self.d_prev += d_prev
-        self.prev += prev
-
-    def rel(self) -> tuple[float | None, float | None]:
-        def r(d, n):
-            if n > 0:
-                return math.sqrt(d / n)
-            return 0.0 if d == 0 else math.inf
-        return r(self.d_base, self.base), r(self.d_prev, self.prev)
-
-
-@dataclass
-class DriftPoint:
-    path: str
-    epoch: int | None
-    step: int | None
-    from_base: float | None = None
-    from_prev: float | None = None
-    modules: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
-    languages: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
-    nan: int = 0
-    inf: int = 0
-    ovf16: int = 0
-    nonfinite_new: bool = False
-    jump: bool = False
-    jump_ratio: float | None = None
-    compared: int = 0                 # tensors compared
-
-    @property
-    def healthy(self) -> bool:
-        return not (self.nan or self.inf or self.ovf16 or self.jump)
-
-    def as_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        d["modules"] = {m: {"from_base": a, "from_prev": b} for m, (a, b) in self.modules.items()}
-        d["languages"] = {m: {"from_base": a, "from_prev": b} for m, (a, b) in self.languages.items()}
-        return d
-
-
-@dataclass
-class DriftGroup:
-    experiment: str
-    stage: str
-    model: str
-    base: str | None
-    points: list[DriftPoint] = field(default_factory=list)
-    note: str | None = None
-
-    @property
-    def healthy(self) -> bool:
-        return all(p.healthy for p in self.points)
-
-    def as_dict(self) -> dict:
-        return {"experiment": self.experiment, "stage": self.stage, "model": self.model, "base": self.base,
-                "note": self.note, "points": [p.as_dict() for p in self.points]}
-
-
-def drift_groups(entries: list[ScanEntry]) -> list[tuple[str, str, str, str | None, list[ScanEntry]]]:
-    """(experiment, stage, model, base path, entries by step) for every trajectory in a scan."""
-    by: dict[tuple[str, str, str], list[ScanEntry]] = {}
-    for e in entries:
-        if e.ok and e.stage in DRIFT_STAGES and e.model:
-            by.setdefault((e.experiment, e.stage, e.model), []).append(e)
-    out = []
-    for (exp, stage, model), es in sorted(by.items(), key=lambda kv: (kv[0][0], DRIFT_STAGES.index(kv[0][1]),
-                                                                         kv[0][2])):
-        bases = [e.base for e in es if e.base]
-        base = max(set(bases), key=bases.count) if bases else None
-        out.append((exp, stage, model, base, es))
-    return out
 
 
 def _as_f32(raw: np.ndarray, dtype: str, out: np.ndarray) -> np.ndarray:
@@ -474,7 +392,7 @@ def _points(p: _Pass, entries: list[ScanEntry], chains: list[list[int]]) -> list
         for prev, pt in zip([None, *pts[:-1]], pts):
             prev_bad = prev is not None and bool(prev.nan or prev.inf)
             pt.nonfinite_new = bool(pt.nan or pt.inf) and not prev_bad
-        _mark_jumps(pts)
+        mark_jumps(pts)
     return out
 
 
@@ -488,34 +406,6 @@ def _point(p: _Pass, i: int, e: ScanEntry) -> DriftPoint:
     pt.languages = {lang: s.rel() for lang, s in p.langs[i].items()}
     pt.nan, pt.inf, pt.ovf16, pt.compared = p.health[i]
     return pt
-
-
-def _mark_jumps(points: list[DriftPoint]) -> None:
-    """Change from the previous checkpoint per step (per epoch, else per checkpoint) against the
-    median of the other checkpoints of the group."""
-    if len(points) < 3:
-        return
-    rates = []
-    for i, pt in enumerate(points):
-        if pt.from_prev is None or not math.isfinite(pt.from_prev):
-            rates.append(None)
-            continue
-        gap = None
-        if i > 0:
-            for attr in ("step", "epoch"):
-                a, b = getattr(points[i - 1], attr), getattr(pt, attr)
-                if a is not None and b is not None and b > a:
-                    gap = b - a
-                    break
-        rates.append(pt.from_prev / gap if gap else (None if i == 0 else pt.from_prev))
-    for i, pt in enumerate(points):
-        others = [r for j, r in enumerate(rates) if j != i and r is not None]
-        if rates[i] is None or len(others) < 2:
-            continue
-        med = statistics.median(others)
-        if med > 0:
-            pt.jump_ratio = rates[i] / med
-            pt.jump = pt.jump_ratio >= JUMP_FACTOR
 
 
 def compute_drift(result, *, progress=None, cancel: threading.Event | None = None) -> list[DriftGroup]:
