@@ -165,6 +165,8 @@ class Checkpoint:
         sp = self.span(key)
         if sp is None or self._mm is None:
             return None
+        if self._zip is not None:   # a file truncated in place since: one error, not SIGBUS
+            self._zip._check_not_shrunk(sp[0] + sp[1])
         return self._mm[sp[0]:sp[0] + sp[1]]
 
     def array_of(self, ref: TensorRef):

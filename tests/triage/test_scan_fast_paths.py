@@ -85,3 +85,30 @@ def test_piped_scan_imports_no_rich_and_prints_what_the_terminal_path_would(run_
     wide = [ln.rstrip() for ln in con.export_text().splitlines() if ln.strip()]
     plain = [ln for ln in text.splitlines() if ln.strip()]
     assert plain == wide
+
+
+def test_a_file_truncated_after_it_was_opened_is_one_error_for_the_copy_check(tmp_path):
+    """The copy check reads sampled tensors straight from the mapping; a file a trainer truncated
+    in place since it was opened must give one CheckpointError, never SIGBUS (run in a child, so a
+    regression fails this test instead of killing the test run)."""
+    p = tmp_path / "G_233333333333.pth"
+    torch.save({"model": {f"l{i}.bias": torch.randn(3000) for i in range(12)}, "iteration": 3}, p)
+    code = (
+        "import os, time, sys\n"
+        "from gsvinspect.load.checkpoint import open_checkpoint\n"
+        "from gsvinspect.triage.relations import fingerprint\n"
+        "from gsvinspect.errors import CheckpointError\n"
+        f"p = {str(p)!r}\n"
+        "ck = open_checkpoint(p)\n"
+        "for k in ck.weights: ck.span(k)\n"       # record offsets known before (as after any read)
+        "os.truncate(p, 2000)\n"
+        "time.sleep(0.02)\n"
+        "try:\n"
+        "    fingerprint(ck)\n"
+        "    print('no error')\n"
+        "except CheckpointError as e:\n"
+        "    print('error:', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, (out.returncode, out.stderr[-300:])
+    assert out.stdout.startswith("error:") and "shrank" in out.stdout and p.name in out.stdout
