@@ -332,7 +332,7 @@ def open_checkpoint(path: str | Path, *, trust: bool = False, weights_entry: str
     path = Path(path)
     mm, size, file_id = map_file(path)
     try:
-        ck = _open_mapped(path, mm, size, trust=trust, weights_entry=weights_entry)
+        ck = _open_mapped(path, mm, size, file_id, trust=trust, weights_entry=weights_entry)
         ck.file_id = file_id
     except BaseException:
         try:
@@ -387,7 +387,8 @@ def open_with_entry(path: str | Path, *, trust: bool = False, weights_entry: str
     return ck
 
 
-def _open_mapped(path: Path, mm, size: int, *, trust: bool, weights_entry: str | None) -> Checkpoint:
+def _open_mapped(path: Path, mm, size: int, file_id: tuple[int, int, int, int], *, trust: bool,
+                 weights_entry: str | None) -> Checkpoint:
     head8k = bytes(mm[:8192])
     head = head8k[:8]
     if head[2:4] == b"\x03\x04" and head[:2] != b"PK" and head[:2] not in KNOWN_HEADERS:
@@ -398,7 +399,7 @@ def _open_mapped(path: Path, mm, size: int, *, trust: bool, weights_entry: str |
         container = "torch-zip" if head[:2] == b"PK" else "torch-zip-headered"
         if trust:
             return _open_trusted(path, mm, size, head8k, weights_entry)
-        zi = ZipIndex.open(path, mm, size)
+        zi = ZipIndex.open(path, mm, size, file_id)
         return _open_zip(path, mm, size, zi, container, head8k, weights_entry)
     return _open_other(path, mm, size, head, head8k, trust=trust, weights_entry=weights_entry)
 

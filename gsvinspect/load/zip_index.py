@@ -81,16 +81,16 @@ class ZipIndex:
 
     # -- opening ----------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: Path, mm: mmap.mmap, file_size: int) -> "ZipIndex":
+    def open(cls, path: Path, mm: mmap.mmap, file_size: int,
+             file_id: tuple[int, ...] | None = None) -> "ZipIndex":
+        """`file_id`: ``(st_dev, st_ino, ...)`` of the file mapped (`map_file`'s), which arms
+        `_check_not_shrunk`; without it that check is off."""
         folded: dict[str, ZipRecord] = {}
         records = _read_central_directory(path, mm, file_size, folded)
         zi = cls(path, mm, file_size, records, _archive_prefix(path, records), folded)
-        try:
-            st = os.stat(path)
-            zi._ident = (st.st_dev, st.st_ino)
-            zi._checked_at, zi._checked_size = time.monotonic(), st.st_size
-        except OSError:
-            pass
+        if file_id is not None:
+            zi._ident = (file_id[0], file_id[1])
+            zi._checked_at, zi._checked_size = time.monotonic(), file_size
         return zi
 
     # -- access -----------------------------------------------------------------------------

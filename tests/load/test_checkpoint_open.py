@@ -296,3 +296,30 @@ def test_state_dict_metadata_attribute_is_honest_but_other_attributes_are_not(tm
     z = zipfile.ZipFile(io.BytesIO(buf.getvalue()))
     with pytest.raises(CheckpointError, match="other than torch's _metadata"):
         safe_loads(z.read(next(n for n in z.namelist() if n.endswith("data.pkl"))), "mem", None)
+
+
+def test_a_path_replaced_right_after_mapping_still_reads_the_file_mapped(tmp_path, monkeypatch):
+    """The shrink guard (ZipIndex._check_not_shrunk) compares against the file *mapped*: a path
+    replaced by a smaller file between the mapping and the first record read (a trainer's
+    os.replace) is no false 'file shrank', and the tensors are the ones mapped."""
+    import os
+
+    from gsvinspect.load import checkpoint as ckmod
+
+    p = tmp_path / "G_1.pth"
+    sd = _gpt_sd(torch.float32)
+    torch.save({"weight": sd, "config": {}}, p)
+    small = tmp_path / "small.pth"
+    torch.save({"weight": {"x": torch.zeros(1)}}, small)
+    real_map = ckmod.map_file
+
+    def map_then_replace(path):
+        out = real_map(path)
+        os.replace(small, p)
+        return out
+
+    monkeypatch.setattr(ckmod, "map_file", map_then_replace)
+    with open_checkpoint(p) as ck:
+        assert list(ck.weights) == list(sd)
+        for k, t in sd.items():
+            assert bytes(ck.span_bytes(k)) == t.numpy().tobytes()
