@@ -37,10 +37,6 @@ from .zip_index import ascii_lower
 __all__ = ["Opaque", "TensorRef", "StorageRef", "DtypeRef", "SafeUnpickler", "safe_loads", "check_structure",
            "plain_view", "MAX_NESTING", "MAX_KEY_CHARS"]
 
-_short_repr = short_repr  # older name, still used by the loader's messages
-_Bad = Bad
-
-
 class _UnsafeGlobal:
     """What a global off the allow-list resolves to: inert whatever the pickle does with it."""
 
