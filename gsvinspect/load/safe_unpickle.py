@@ -151,7 +151,6 @@ def _lookup(module: str, name: str):
 MAX_NESTING = 100                # honest checkpoints nest < 20 levels
 MAX_EXPANDED_NODES = 20_000_000  # nodes a full walk of the object would visit (shared parts counted again)
 MAX_KEY_CHARS = 4096             # a dict key (a tensor name is < 200 characters)
-_CONTAINERS = (dict, OrderedDict, list, tuple, set, frozenset)
 _LEAVES = frozenset({str, bytes, bytearray, int, float, complex, bool, type(None), DtypeRef})
 
 
