@@ -78,6 +78,9 @@ class ZipIndex:
         # ASCII-folded name -> record (`folded`: the same, already made by the directory reader)
         self._folded = folded if folded is not None else {ascii_lower(n): r for n, r in records.items()}
         self._data_offsets: dict[str, int] = {}
+        # (st_dev, st_ino) of the file mapped, and when/what size `_check_not_shrunk` last saw
+        self._ident: tuple[int, int] | None = None
+        self._checked_at, self._checked_size = 0.0, 0
 
     # -- opening ----------------------------------------------------------------------------
     @classmethod
@@ -146,7 +149,7 @@ class ZipIndex:
         One ``stat`` (2.7 µs) per 10 ms at most: a drift pass or a 20k-key diff reads thousands
         of headers, and a file checked 10 ms ago is checked again by the next read after that.
         """
-        ident = getattr(self, "_ident", None)
+        ident = self._ident
         if ident is None:
             return
         now = time.monotonic()
