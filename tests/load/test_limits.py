@@ -52,14 +52,35 @@ def test_state_dict_past_the_limit_is_refused_in_one_line(many, monkeypatch):
         checkpoint.open_checkpoint(many)
 
 
-def test_record_count_limit(tmp_path):
+def test_record_count_limit(tmp_path, monkeypatch):
     from gsvinspect.errors import CheckpointError
+    from gsvinspect.load import zip_index
     from gsvinspect.load.checkpoint import open_checkpoint
 
     path = tmp_path / "records.pth"
-    path.write_bytes(hc._eocd_records(60000))
-    with pytest.raises(CheckpointError, match="central directory"):
+    path.write_bytes(hc._eocd_records(60000))       # declares more records than the directory holds
+    with pytest.raises(CheckpointError, match="corrupt central directory"):
         open_checkpoint(path)
+    # the documented limit itself, on an honest archive with more records than the (lowered) limit
+    benign = tmp_path / "benign.pth"
+    benign.write_bytes(hc.template_bytes())
+    mm, size, _ = zip_index.map_file(benign)
+    n = len(zip_index._read_central_directory(benign, mm, size))
+    mm.close()
+    monkeypatch.setattr(zip_index, "_MAX_RECORDS", n - 1)
+    with pytest.raises(CheckpointError, match=f"archive declares {n} records; refusing \\(limit {n - 1}\\)"):
+        open_checkpoint(benign)
+
+
+def test_pickle_size_limit(tmp_path, monkeypatch):
+    from gsvinspect.errors import CheckpointError
+    from gsvinspect.load import checkpoint
+
+    path = tmp_path / "benign.pth"
+    path.write_bytes(hc.template_bytes())
+    monkeypatch.setattr(checkpoint, "MAX_PICKLE_BYTES", 10)
+    with pytest.raises(CheckpointError, match=r"data\.pkl is \d+ bytes \(limit 10;"):
+        checkpoint.open_checkpoint(path)
 
 
 def test_shared_big_bytes_are_shown_bounded(tmp_path):
