@@ -236,10 +236,7 @@ def _reconcile(ck, root, kind: str, version: str | None, derived: str | None, ev
     """Markers and weights together: hints pick a sibling of an identical net, conflicts are said."""
     md5 = ck.head8k_md5
     if not version and kind in ("gpt", "sovits-D") and derived:
-        family = {"v2": ("v2", "v3", "v4", "v2Pro", "v2ProPlus"), "v1": ("v1",),
-                  "v2Pro": ("v2Pro", "v2ProPlus")}.get(derived, ())
-        if kind == "sovits-D" and derived == "v2":
-            family = ("v1", "v2")
+        family = same_net_versions(kind, derived)
         cv = _config_version(_config_of(root))
         hint = (cv, "the config's model.version") if cv in family else _folder_version_hint(ck, root)
         if hint and hint[0] in family and hint[0] != derived:

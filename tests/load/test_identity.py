@@ -113,3 +113,22 @@ def test_wrapper_finding_names_the_whole_stack():
              if f.code == "wrapper-prefix"]
     assert len(found) == 1 and "'module._orig_mod.'" in found[0].message
     assert "DistributedDataParallel, torch.compile" in found[0].message
+
+
+@pytest.mark.parametrize("lay,v,folder,want", [
+    (Layout.GPT_PRETRAINED, "v4", "logs_s1_v4", "v4"),
+    (Layout.GPT_PRETRAINED, "v2Pro", "GPT_weights_v2Pro", "v2Pro"),
+    (Layout.SOVITS_D_TRAIN, "v1", "logs_s2_v1", "v1"),
+    (Layout.SOVITS_D_TRAIN, "v2ProPlus", "logs_s2_v2ProPlus", "v2ProPlus"),
+    (Layout.SOVITS_D_PRETRAINED, "v1", "gsv-v1", "v1"),
+    (Layout.GPT_PRETRAINED, "v1", "logs_s1_v3", "v1"),     # a folder naming another net decides nothing
+])
+def test_a_run_folder_picks_the_sibling_of_an_identical_net(tmp_path, lay, v, folder, want):
+    """Nothing in these files names a version; GPT-SoVITS's per-version folder names pick one of the
+    versions sharing the net, and only one of those."""
+    path = tmp_path / folder / "x.pth"
+    path.parent.mkdir()
+    synth.write_checkpoint(path, lay, v, scale=16)
+    with open_checkpoint(path) as ck:
+        assert (ck.version, identify(ck).fits) == (want, (want,))
+        assert not [e for e in ck.evidence if "CONFLICT" in e]
