@@ -98,10 +98,10 @@ def epoch_step(e) -> tuple[str, str]:
     return one(e.epoch, e.epoch_from), one(e.step, e.step_from)
 
 
-def relation(e, root) -> str:
-    parts = [f"copy of {Path(e.copy_of).name}"] if e.copy_of else []
-    base = _base_text(e)
-    return "; ".join(parts + [base] if base else parts)
+def relation(e, *, base: bool = True) -> str:
+    """"copy of X; base Y [rule]" (either part may be absent); base=False: the copy part only."""
+    return "; ".join(t for t in (f"copy of {Path(e.copy_of).name}" if e.copy_of else "",
+                                 _base_text(e) if base else "") if t)
 
 
 def scan_dict(result, drift=None, root: Path | None = None, timing: dict | None = None) -> dict:
@@ -140,21 +140,21 @@ def _file_rows(entries, root, narrow: bool) -> tuple[list[tuple[str, str]], list
             ep, st = epoch_step(e)
             cells = {"file": name, "layout": e.layout, "ver": e.version, "epoch": ep, "step": st,
                      "size": human_bytes(e.size), "dtypes": dtypes_str(e), "scaler": "yes" if e.scaler else "no",
-                     "as base": short_use(e), "relation": relation(e, root)}
+                     "as base": short_use(e), "relation": relation(e)}
         rows.append(([cells[c] or "" for c, _ in cols], not e.ok))
     return cols, rows
 
 
-def _narrow_notes(entries, root) -> list[str]:
+def _narrow_notes(entries) -> list[str]:
     """Rich markup lines under a narrow table: each base shared by several rows once (``first …
     last (N): base X``), then per row what is left (a copy, a base of its own) or its error (red)."""
     by_base: dict[str, list] = {}
     for e in entries:
-        if e.ok and _base_text(e):
+        if e.ok:
             by_base.setdefault(_base_text(e), []).append(e)
     out = []
     for base, es in by_base.items():
-        if len(es) > 1:
+        if base and len(es) > 1:
             who = ", ".join(e.path.name for e in es) if len(es) == 2 else \
                 f"{es[0].path.name} … {es[-1].path.name} ({len(es)})"
             out.append(f"  [dim]{_esc(who)}:[/dim] {_esc(base)}")
@@ -162,9 +162,7 @@ def _narrow_notes(entries, root) -> list[str]:
         if not e.ok:
             out.append(f"  [red]{_esc(e.path.name)}: {'refused: ' if e.refused else ''}{_esc(e.error)}[/red]")
             continue
-        own = _base_text(e)
-        text = "; ".join(t for t in (f"copy of {Path(e.copy_of).name}" if e.copy_of else "",
-                                     own if own and len(by_base[own]) == 1 else "") if t)
+        text = relation(e, base=len(by_base[_base_text(e)]) == 1)
         if text:
             out.append(f"  [dim]{_esc(e.path.name)}:[/dim] {_esc(text)}")
     return out
@@ -236,7 +234,7 @@ def print_scan(con, result, root: Path | None) -> None:
         else:
             con.print(_files_table(title, entries, root, narrow))
             if narrow:
-                for line in _narrow_notes(entries, root):
+                for line in _narrow_notes(entries):
                     con.print(line, overflow="fold")
             con.print()
     lines = [f"skipped {rel(p, root)}: {why}" for p, why in result.skipped]
@@ -319,7 +317,7 @@ def scan_markdown(result, drift, root: Path | None) -> str:
                 continue
             ep, st = epoch_step(e)
             lines.append(f"| `{rel(e.path, root)}` | {e.layout} | {e.version} | {ep} | {st} | {human_bytes(e.size)} | "
-                         f"{dtypes_str(e)} | {'yes' if e.scaler else 'no'} | {short_use(e)} | {relation(e, root)} |")
+                         f"{dtypes_str(e)} | {'yes' if e.scaler else 'no'} | {short_use(e)} | {relation(e)} |")
         lines.append("")
     for g in drift or []:
         lines += [f"## drift · {g.experiment} · {g.stage} · {g.model}", ""]
