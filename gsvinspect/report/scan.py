@@ -224,8 +224,8 @@ def _esc(s: str | None) -> str:
 
 
 def print_scan(con, result, root: Path | None) -> None:
-    narrow = con.width < 120
     plain = _plain(con)
+    narrow = not plain and con.width < 120      # piped: every column, whatever the width (README)
     for exp, stage, entries in result.groups():
         title = f"{exp} · {stage}"
         if plain:

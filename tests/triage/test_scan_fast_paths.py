@@ -86,6 +86,14 @@ def test_piped_scan_imports_no_rich_and_prints_what_the_terminal_path_would(run_
     plain = [ln for ln in text.splitlines() if ln.strip()]
     assert plain == wide
 
+    # piped, every column whatever the width: a narrow pipe drops no relation
+    from gsvinspect.report.output import PlainOut
+
+    narrow = PlainOut(io.StringIO())
+    narrow.width = 80
+    rep.print_scan(narrow, result, rep.common_root([e.path for e in result.entries]))
+    assert [ln for ln in narrow.file.getvalue().splitlines() if ln.strip()] == wide
+
 
 def test_a_file_truncated_after_it_was_opened_is_one_error_for_the_copy_check(tmp_path):
     """The copy check reads sampled tensors straight from the mapping; a file a trainer truncated
