@@ -330,3 +330,37 @@ def test_storage_range_covers_each_tensor_without_reading(run_tree):
                 if sp is None:
                     continue
                 assert rng[0] <= sp[0] and sp[0] + sp[1] <= rng[0] + rng[1] <= ck.size
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="read-ahead advice is Linux's posix_fadvise")
+def test_files_to_read_are_announced_first_and_hits_are_not(tree, cache_dir, opens, monkeypatch):
+    """README: on a cold disk the files that must be read are announced to the kernel, their first
+    and last MiB, then each file's sampled tensors; a rescan that reads nothing announces nothing."""
+    from gsvinspect.triage import readahead
+    from gsvinspect.triage.relations import sample
+
+    advised: dict[Path, set] = {}
+    real = os.posix_fadvise
+
+    def recording(fd, off, n, advice):
+        assert advice == os.POSIX_FADV_WILLNEED
+        advised.setdefault(Path(os.readlink(f"/proc/self/fd/{fd}")), set()).add((off, n))
+        return real(fd, off, n, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", recording)
+    files = [Path(e.path) for e in scan([tree]).entries]
+    assert set(advised) == {p.resolve() for p in files}
+    big = 0
+    for p in files:
+        size, got = p.stat().st_size, advised[p.resolve()]
+        assert (0, min(size, readahead.HEAD)) in got
+        if size > readahead.HEAD:
+            big += 1
+            assert (max(readahead.HEAD, size - readahead.TAIL), 0) in got
+        with open_checkpoint(p) as ck:
+            picks = [ck.storage_range(k) for _, k in sample(ck)]
+        assert picks and set(picks) <= got, p
+    assert big
+    advised.clear()
+    assert scan([tree]).cached == len(files) and advised == {}
+
