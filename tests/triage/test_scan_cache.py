@@ -364,3 +364,25 @@ def test_files_to_read_are_announced_first_and_hits_are_not(tree, cache_dir, ope
     advised.clear()
     assert scan([tree]).cached == len(files) and advised == {}
 
+
+def test_where_the_cache_lives_and_nothing_is_written_next_to_the_checkpoints(tree, cache_dir, monkeypatch,
+                                                                               tmp_path):
+    """README: ``$GSVINSPECT_CACHE_DIR``, else ``$XDG_CACHE_HOME/gsvinspect``, else
+    ``~/.cache/gsvinspect``; the scanned tree is left as it was."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_mod.cache_dir() == cache_dir
+    monkeypatch.delenv("GSVINSPECT_CACHE_DIR")
+    assert cache_mod.cache_dir() == tmp_path / "xdg" / "gsvinspect"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/xdg")           # not absolute: ignored, as the spec says
+    assert cache_mod.cache_dir() == tmp_path / "home" / ".cache" / "gsvinspect"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert cache_mod.cache_dir() == tmp_path / "home" / ".cache" / "gsvinspect"
+
+    def listing():
+        return sorted((str(p.relative_to(tree)), p.stat().st_mtime_ns) for p in tree.rglob("*"))
+
+    before = listing()
+    scan([tree])
+    assert list((tmp_path / "home" / ".cache" / "gsvinspect").glob("*.json"))
+    assert listing() == before
