@@ -386,3 +386,21 @@ def test_where_the_cache_lives_and_nothing_is_written_next_to_the_checkpoints(tr
     scan([tree])
     assert list((tmp_path / "home" / ".cache" / "gsvinspect").glob("*.json"))
     assert listing() == before
+
+
+def test_a_hit_needs_the_same_path_device_inode_size_mtime_and_ctime(tree, cache_dir):
+    """README: a file is read again when any of these differs from what was kept."""
+    from types import SimpleNamespace
+
+    from gsvinspect.triage.entry import ScanEntry
+
+    f = tree / "GPT_weights_v2" / "myvoice-e2.ckpt"
+    st = os.stat(f)
+    fields = ("st_dev", "st_ino", "st_size", "st_mtime_ns", "st_ctime_ns")
+    same = SimpleNamespace(**{k: getattr(st, k) for k in fields})
+    c = cache_mod.ScanCache(cache_dir, "stamp")
+    c.put(str(f), st, st, ScanEntry(path=f), None)
+    assert c.get(str(f), same) is not None
+    assert c.get(str(f.with_name("other.ckpt")), same) is None
+    for k in fields:
+        assert c.get(str(f), SimpleNamespace(**{**vars(same), k: getattr(st, k) + 1})) is None, k
