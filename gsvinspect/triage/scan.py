@@ -60,16 +60,17 @@ def _order(e: ScanEntry) -> tuple:
             str(e.path))
 
 
-def _meta(e: ScanEntry, ck, picks: list | None = None):
+def _meta(e: ScanEntry, ck, picks: list | None = None, close: bool = True):
     """The FileMeta of an open Checkpoint (None, with the entry's error set, if its tensor data
-    cannot be read); closes it."""
+    cannot be read); closes it unless `close` is false."""
     try:
         return file_meta(ck, picks)
     except Exception as exc:     # a fingerprint that cannot be read: the file is still listed
         e.error = f"cannot read tensor data: {type(exc).__name__}: {exc}"
         return None
     finally:
-        ck.close()
+        if close:
+            ck.close()
 
 
 WINDOW = 16     # files open at once while their samples are fetched (bounds the memory held)
@@ -158,10 +159,9 @@ def _read(files: list[Path], trust: bool, keep_open: bool, progress, entries: li
             entries.append(e)
             if ck is not None:
                 cks[p] = ck
-                try:
-                    metas[p] = file_meta(ck)
-                except Exception as exc:
-                    e.error = f"cannot read tensor data: {type(exc).__name__}: {exc}"
+                meta = _meta(e, ck, close=False)
+                if meta is not None:
+                    metas[p] = meta
             if progress is not None:
                 progress(i + 1, len(files))
     else:
