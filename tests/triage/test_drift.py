@@ -242,3 +242,27 @@ def test_forked_workers_give_the_same_drift(run_tree, scanned, monkeypatch):
             assert (pa["nan"], pa["inf"], pa["jump"], pa["compared"]) == (pb["nan"], pb["inf"], pb["jump"], pb["compared"])
             for m, v in pb["modules"].items():
                 assert pa["modules"][m]["from_prev"] == pytest.approx(v["from_prev"], rel=1e-12)
+
+
+def test_fp16_overflow_is_counted_and_alone_makes_the_exit_code_1():
+    """README: ``ovf16`` counts the finite values an fp16 export would turn into Inf (NaN/Inf are
+    counted apart, and an fp16 file cannot hold any); such a checkpoint is unhealthy: exit 1."""
+    import numpy as np
+
+    from gsvinspect.cli.scan import exit_code
+    from gsvinspect.triage.entry import ScanEntry
+    from gsvinspect.triage.scan import ScanResult
+    from gsvinspect.triage.trajectory import DriftGroup, DriftPoint
+
+    block = np.array([1.0, 65519.0, 65520.0, -1e5, 1e6, np.inf, np.nan, 2.0], dtype=np.float32)
+    s, nan, inf, ovf = drift_mod._health(block, "float32")
+    assert (nan, inf, ovf) == (1, 1, 3)
+    assert s == pytest.approx(1 + 65519.0 ** 2 + 65520.0 ** 2 + 1e10 + 1e12 + 4, rel=1e-12)
+    assert drift_mod._health(block[:2], "float32")[3] == 0
+    assert drift_mod._health(np.array([65504.0, -65504.0, np.inf], dtype=np.float16), "float16")[3] == 0
+
+    result = ScanResult([ScanEntry(path=Path("G_8.pth"), stage="s2 G", model="sovits-G")])
+    healthy = DriftGroup("x", "s2 G", "sovits-G", None, [DriftPoint("G_8.pth", 8, 200)])
+    assert exit_code(result, [healthy]) == 0
+    healthy.points[0].ovf16 = 1
+    assert exit_code(result, [healthy]) == 1
