@@ -20,7 +20,7 @@ import math
 import os
 from pathlib import Path
 
-from .output import human_bytes
+from .output import cell_len, human_bytes, safe_text
 from .numbers import fmt_rel
 
 SCHEMA = "gsvinspect.scan/1"
@@ -194,9 +194,6 @@ def plain_table(title: str | None, cols, rows: list[list[str]]) -> str:
     """The layout rich gives a ``box=None`` table when piped (columns two spaces apart, headers
     justified like their column), without rich: a 50-file scan rendered 20x faster. Control
     characters in cells are escaped (``safe_text``) as the console does; widths are terminal cells."""
-    from ..errors import safe_text
-    from .output import cell_len
-
     rows = [[safe_text(c) for c in r] for r in rows]
     widths = [max([cell_len(name)] + [cell_len(r[k]) for r in rows]) for k, (name, _) in enumerate(cols)]
 
@@ -213,10 +210,6 @@ def plain_table(title: str | None, cols, rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plain(con) -> bool:
-    return not con.is_terminal
-
-
 def _esc(s: str | None) -> str:
     from rich.markup import escape
 
@@ -224,7 +217,7 @@ def _esc(s: str | None) -> str:
 
 
 def print_scan(con, result, root: Path | None) -> None:
-    plain = _plain(con)
+    plain = not con.is_terminal
     narrow = not plain and con.width < 120      # piped: every column, whatever the width (README)
     for exp, stage, entries in result.groups():
         title = f"{exp} · {stage}"
@@ -243,15 +236,9 @@ def print_scan(con, result, root: Path | None) -> None:
                  f"taken from its name, or from the training checkpoint it copies")
     for ln in lines:
         if plain:
-            con.file.write(_safe(ln) + "\n")
+            con.file.write(safe_text(ln) + "\n")
         else:
             con.print(_esc(ln), style="dim")
-
-
-def _safe(s: str) -> str:
-    from ..errors import safe_text
-
-    return safe_text(s)
 
 
 def _point_health(p) -> str:
