@@ -182,9 +182,10 @@ def _stats(files: list[Path]) -> list:
     return out
 
 
-def _read_cached(files: list[Path], trust: bool, progress, entries: list, metas: dict) -> int:
-    """_read through the scan cache: files unchanged since a scan kept them are not opened, the
-    others are prefetched, read and kept. Returns how many came from the cache."""
+def _read_cached(files: list[Path], entries: list, metas: dict) -> int:
+    """_read (restricted loader, files closed) through the scan cache: files unchanged since a scan
+    kept them are not opened, the others are prefetched, read and kept. Returns how many came
+    from the cache."""
     from .cache import ScanCache
 
     sc = ScanCache.open()
@@ -208,7 +209,7 @@ def _read_cached(files: list[Path], trust: bool, progress, entries: list, metas:
     readahead.heads_and_tails([(p, before[id(p)][1]) for p in todo if id(p) in before])
     read: list[ScanEntry] = []
     read_metas: dict = {}
-    _read(todo, trust, False, progress, read, read_metas, {})
+    _read(todo, False, False, None, read, read_metas, {})
     for p, e in zip(todo, read):
         got[id(p)] = (e, read_metas.get(p))
         if sc is not None and id(p) in before:
@@ -245,7 +246,7 @@ def scan(paths, *, trust: bool = False, keep_open: bool = False, relations: bool
     cached = 0
     try:
         if cache and not keep_open and not trust:
-            cached = _read_cached(walked.files, trust, progress, entries, metas)
+            cached = _read_cached(walked.files, entries, metas)
         else:
             if not keep_open:
                 readahead.heads_and_tails(_stats(walked.files))
