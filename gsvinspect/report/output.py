@@ -63,10 +63,10 @@ def install_safe_stdout():
 
 class PlainOut:
     """What the plain renderers (``report.scan.print_scan``) need of a console when stdout is not a
-    terminal, without importing rich (~30 ms of a 0.1 s rescan): a file, a width, no terminal."""
+    terminal, without importing rich (~30 ms of a 0.1 s rescan): a file, no terminal (piped
+    output has every column, so no width)."""
 
     is_terminal = False
-    width = 200
 
     def __init__(self, file=None):
         self.file = file if file is not None else sys.stdout

@@ -86,7 +86,8 @@ def test_piped_scan_imports_no_rich_and_prints_what_the_terminal_path_would(run_
     plain = [ln for ln in text.splitlines() if ln.strip()]
     assert plain == wide
 
-    # piped, every column whatever the width: a narrow pipe drops no relation
+    # piped, every column whatever the width: a narrow pipe drops no relation (PlainOut has no
+    # width; one given to it must not be read)
     from gsvinspect.report.output import PlainOut
 
     narrow = PlainOut(io.StringIO())
