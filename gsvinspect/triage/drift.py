@@ -414,23 +414,10 @@ def compute_drift(result, *, progress=None, cancel: threading.Event | None = Non
     progress(done_bytes, total_bytes); cancel: a threading.Event (raises DriftCancelled).
     """
     cks = result.checkpoints
-    plan = drift_groups(result.entries)
-    total = 0
-    for _, _, _, base, es in plan:
-        if base is not None and es[0].model != "sovits-G-lora":
-            total += sum(cks[e.path].n_bytes for e in es if e.path in cks)
-            total += sum(ck.n_bytes for p, ck in cks.items() if str(p) == base)
-    done = [0]
-
-    def tick(n: int) -> None:
-        done[0] += n
-        if progress is not None:
-            progress(done[0], total)
-
     groups: list[DriftGroup] = []
     by_str = {str(p): ck for p, ck in cks.items()}
     shared: dict[str, list[tuple[DriftGroup, list[ScanEntry]]]] = {}   # base -> its trajectories
-    for exp, stage, model, base, es in plan:
+    for exp, stage, model, base, es in drift_groups(result.entries):
         g = DriftGroup(exp, stage, model, base)
         groups.append(g)
         if model == "sovits-G-lora":
@@ -439,6 +426,16 @@ def compute_drift(result, *, progress=None, cancel: threading.Event | None = Non
             g.note = "no base in the scan (add the pretrained file to the paths): drift not computed"
         else:
             shared.setdefault(base, []).append((g, es))
+    # the bytes of the passes below: each base once, each checkpoint once
+    total = sum(by_str[base].n_bytes + sum(cks[e.path].n_bytes for _, es in trs for e in es)
+                for base, trs in shared.items())
+    done = [0]
+
+    def tick(n: int) -> None:
+        done[0] += n
+        if progress is not None:
+            progress(done[0], total)
+
     for base, trajectories in shared.items():   # one pass per base: its bytes are read once
         flat = [e for _, es in trajectories for e in es]
         chains, i = [], 0
