@@ -155,7 +155,8 @@ class RunApp(App):
         t = self.query_one("#runs", DataTable)
         for e in self.rows:
             for col, val in zip(["mark", *COLUMNS[1:]], self._cells(e)):
-                t.update_cell(str(e.path), col, val)
+                # the Δ, health and trend columns were sized to their headers before drift came
+                t.update_cell(str(e.path), col, val, update_width=True)
         bar = self.query_one("#progress", ProgressBar)
         bar.update(total=1, progress=1)
         unhealthy = sum(1 for g in self.state.drift or [] for p in g.points if not p.healthy)

@@ -75,6 +75,24 @@ async def test_enter_opens_the_row_with_its_base(run_tree, scanned):
         assert not list(back.workers)
 
 
+async def test_drift_columns_widen_to_what_drift_fills_in(run_tree):
+    """The Δ, health and trend cells arrive (from the drift worker) after the table sized its
+    columns to their headers: the columns grow to fit them ('jump ×13' showed as 'jump ×')."""
+    from rich.cells import cell_len
+
+    state = RunState(run_tree.root)
+    app = RunApp(state)
+    async with app.run_test(size=(200, 50)) as pilot:
+        await _wait(pilot, lambda: state.drift is not None and app.drift_by_path)
+        await pilot.pause()
+        table = app.query_one("#runs")
+        jump = str(table.get_cell(str(run_tree.training["sovits-G"][2]), "health"))
+        assert jump.startswith("jump ×") and jump[-1].isdigit()
+        for col in ("Δ base", "Δ prev", "health", "trend"):
+            widest = max(cell_len(str(table.get_cell(str(e.path), col))) for e in app.rows)
+            assert table.columns[col].content_width >= widest, col
+
+
 async def test_two_marked_rows_open_each_other(run_tree, scanned):
     state = _done_state(run_tree, scanned)
     app = RunApp(state)
