@@ -7,7 +7,7 @@ import re
 import zipfile
 
 import pytest
-from test_tui_support import PAIRS, demo_files, make_app, settle, wait_until
+from test_tui_support import PAIRS, demo_files, make_app, open_export, settle, wait_until
 
 from gsvinspect_tui.app import GsvInspectApp
 from gsvinspect_tui.dialogs import MessageScreen
@@ -309,17 +309,6 @@ async def test_rules_save_and_load(demo, tmp_path):
 
 # -- export dialog -------------------------------------------------------------------------------
 
-async def _open_export(app, pilot, out):
-    from gsvinspect_tui.export_screen import ExportScreen
-
-    await pilot.press("x")
-    await settle(app, pilot, pause=0.1)
-    screen = app.screen
-    assert isinstance(screen, ExportScreen)
-    screen.query_one("#export-out").value = str(out)
-    return screen
-
-
 async def _write(app, pilot, screen, *confirm: str):
     """Press Ctrl+S (then the `confirm` keys, e.g. "y" to overwrite) and wait for the write to end."""
     await pilot.press("ctrl+s")
@@ -339,7 +328,7 @@ async def test_export_writes_file_our_loader_and_torch_read(demo, tmp_path):
     app = make_app(demo, "gpt")
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(app, pilot)
-        screen = await _open_export(app, pilot, out)
+        screen = await open_export(app, pilot, out)
         assert screen.plan is not None and screen.plan.ok
         plan_text = plain(screen.query_one("#export-plan-text").content)
         assert "Dry run" in plan_text and "MixedPrecision" in plan_text.split("scaler state")[1].splitlines()[0]
@@ -364,7 +353,7 @@ async def test_export_asks_before_overwriting_and_reports_bad_paths(demo, tmp_pa
     app = make_app(demo, "export")
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(app, pilot)
-        screen = await _open_export(app, pilot, out)
+        screen = await open_export(app, pilot, out)
         assert screen.plan is not None
         await pilot.press("ctrl+s")
         await pilot.pause()

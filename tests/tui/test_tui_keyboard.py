@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from test_tui_support import PAIRS, demo_files, make_app, settle, wait_until
+from test_tui_support import PAIRS, demo_files, make_app, open_export, settle, wait_until
 
 from gsvinspect_tui.app import GsvInspectApp
 from gsvinspect_tui.dialogs import ConfirmScreen
@@ -108,20 +108,12 @@ def plan_text(screen) -> str:
 
 # -- 2. the export dialog writes with a key no field swallows, never an unseen plan ----------------
 
-async def _export_dialog(app, pilot, out):
-    await pilot.press("x")
-    await settle(app, pilot, pause=0.1)
-    screen = app.screen
-    screen.query_one("#export-out").value = str(out)
-    return screen
-
-
 async def test_export_writes_from_the_alpha_field_with_what_was_typed(demo, tmp_path):
     out = tmp_path / "mixed.ckpt"
     app = make_app(demo, "gpt")
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(app, pilot)
-        screen = await _export_dialog(app, pilot, out)
+        screen = await open_export(app, pilot, out)
         screen.query_one("#export-alpha").focus()
         await pilot.press(*"0.7")
         await settle(app, pilot, pause=0.1)
@@ -140,7 +132,7 @@ async def test_export_never_writes_a_plan_still_being_made(demo, tmp_path):
     app = make_app(demo, "gpt")
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(app, pilot)
-        screen = await _export_dialog(app, pilot, out)
+        screen = await open_export(app, pilot, out)
         release = threading.Event()
         real = screen._plan_export
 
@@ -163,7 +155,7 @@ async def test_export_path_change_clears_the_written_result(demo, tmp_path):
     app = make_app(demo, "gpt")
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(app, pilot)
-        screen = await _export_dialog(app, pilot, tmp_path / "one.ckpt")
+        screen = await open_export(app, pilot, tmp_path / "one.ckpt")
         await pilot.press("ctrl+s")
         await wait_until(app, pilot, lambda: screen.report is not None)
         assert "written and verified" in plan_text(screen)
@@ -397,7 +389,7 @@ async def test_export_dialog_names_the_rules_alpha_table_when_it_decides_the_mix
     app = make_app(demo, "gpt", rules=rules)
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(app, pilot)
-        screen = await _export_dialog(app, pilot, out)
+        screen = await open_export(app, pilot, out)
         await settle(app, pilot, pause=0.1)
         text = plan_text(screen)
         assert "alpha from the rules' [alpha] table" in text and "alpha: none" not in text

@@ -39,6 +39,18 @@ async def wait_until(app, pilot, done, tries: int = 100, pause: float = 0.05) ->
         await settle(app, pilot, pause=pause)
 
 
+async def open_export(app, pilot, out):
+    """Press x (the export dialog opens) and set its output path to `out`; returns the dialog."""
+    from gsvinspect_tui.export_screen import ExportScreen
+
+    await pilot.press("x")
+    await settle(app, pilot, pause=0.1)
+    screen = app.screen
+    assert isinstance(screen, ExportScreen)
+    screen.query_one("#export-out").value = str(out)
+    return screen
+
+
 def no_blink(app) -> None:
     from textual.widgets import Input, TextArea
 
