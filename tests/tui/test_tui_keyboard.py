@@ -122,7 +122,7 @@ async def test_export_writes_from_the_alpha_field_with_what_was_typed(demo, tmp_
         await wait_until(app, pilot, lambda: screen.report is not None or screen.error is not None)
         assert screen.query_one("#export-alpha").value == "0.7"
         assert screen.error is None and out.exists()
-        assert screen.plan.alphas_used() == {"0.7": 295} or set(screen.plan.alphas_used()) == {0.7}
+        assert screen.plan.alphas_used() == {"0.7": 295}       # every tensor mixed at what was typed
 
 
 async def test_export_never_writes_a_plan_still_being_made(demo, tmp_path):
