@@ -229,6 +229,26 @@ async def test_focused_pane_is_marked_by_a_glyph(demo):
             assert all(w.styles.border_left[0] in ("blank", "") for w in others), wid
 
 
+async def test_esc_from_every_pane_gives_the_keys_back_to_the_tree(demo):
+    """README: "Esc goes back to the key tree from any pane": Detail, Modules, Info and the tab strip
+    (Tab stops there), not only the rules editor."""
+    from textual.widgets import Tabs
+
+    app = make_app(demo, "sovits")
+    async with app.run_test(size=(160, 50)) as pilot:
+        await settle(app, pilot)
+        for tab, wid in (("tab-detail", "#detail"), ("tab-modules", "#chart"), ("tab-info", "#info"),
+                         ("tab-detail", None)):
+            app.main.show_tab(tab)
+            await pilot.pause()
+            pane = app.main.side.query_one(Tabs) if wid is None else app.query_one(wid)
+            pane.focus()
+            await pilot.pause()
+            assert app.focused is pane
+            await pilot.press("escape")
+            await _tree_takes_keys(app, pilot)
+
+
 async def test_cursor_row_has_no_red_text(demo):
     app = make_app(demo, "export")
     async with app.run_test(size=(160, 50)) as pilot:
