@@ -355,6 +355,16 @@ async def test_groups_show_on_their_own_side_and_marks_mean_one_thing(demo):
     assert any(getattr(c, "plain", c) == "*" for c in legend) and any(getattr(c, "plain", c) == "!" for c in legend)
 
 
+def test_help_lists_every_key_of_the_main_screen():
+    """The help screen promises every key binding: a key bound on the main screen is in its key column."""
+    from gsvinspect_tui.main_screen import MainScreen
+
+    shown = {tok for c in help_text().columns[0].cells for tok in str(getattr(c, "plain", c)).split()}
+    names = {"slash": "/", "escape": "Esc", "question_mark": "?", "f1": "F1", "ctrl+s": "Ctrl+S"}
+    bound = {names.get(k, k) for b in MainScreen.BINDINGS for k in b.key.split(",")}
+    assert bound <= shown, bound - shown
+
+
 def test_module_chart_never_repeats_a_label():
     items = [("model.ar_text_embedding.word_embeddings", 0.3, 1), ("model.ar_audio_embedding.word_embeddings", 0.2, 1),
              ("model.h.layers", 0.1, 288), ("model.ar_text_position", 0.05, 1)]
