@@ -17,7 +17,8 @@ def inspector_commands(app: "GsvInspectApp") -> Iterator[SystemCommand]:
     yield SystemCommand("Save rules file", "write the rules editor's text", app.action_save_rules)
     yield SystemCommand("Export…", "plan and write a new base model", app.action_export)
     yield SystemCommand("Toggle only problems", "show only keys that do not match", main.action_toggle_problems)
-    yield SystemCommand("Toggle sort by change", "largest relative change first", main.action_toggle_sort)
+    yield SystemCommand("Toggle sort by change", "largest share of the change (Σ‖Δ‖²) first",
+                        main.action_toggle_sort)
     yield SystemCommand("Toggle flat list", "full keys, no tree", main.action_toggle_flat)
     yield SystemCommand("Expand all groups", "open every module", main.action_expand_all)
     yield SystemCommand("Collapse all groups", "close every module", main.action_collapse_all)

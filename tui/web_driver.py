@@ -12,8 +12,6 @@ from textual import messages
 from textual.drivers.web_driver import WebDriver
 
 
-
-
 class ServedWebDriver(WebDriver):
     def run_input_thread(self) -> None:
         try:
