@@ -17,7 +17,7 @@ import numpy as np
 from .device import _cpu_workers
 from .files import _Files, _Src, _sources
 from .kernels import (_F16_SPECIAL_SUMSQ, _FAST_KINDS, _TINY, _ZERO_START, _exact, _flat, _ovf_count, _packed_f32,
-                      _packed_rows, _side_tiny, _sumsq_rows, _to_f32_into, _to_f64)
+                      _packed_rows, _side_tiny, _sumsq_rows, _to_f32_into, _to_f64, sumsq_flat)
 from .plan import _pieces, _Progress, _Target
 from .pool import run_jobs
 from .results import _F, _NSLOTS, _OVFF, _OVFP, _P, _empty_part, _merge
@@ -110,7 +110,7 @@ def _cpu_side(sx: _Src, kind, side, lo, hi, cancel, sc: _Scratch) -> np.ndarray:
             raw = sx.block(i, j, sc.target(0, kind))
             if kind in _FAST_KINDS:
                 x = _to_f32_into(raw, kind, sc.f[0, :j - i])
-                s = _sumsq_rows(sc.f[0:1, :j - i])[0]
+                s = sumsq_flat(x)
                 if math.isfinite(s) and not _side_tiny(x, s) and not (is16 and s >= _F16_SPECIAL_SUMSQ):
                     part[s_sq] += s
                     if not is16:

@@ -6,7 +6,8 @@ Reusable on their own (the triage views compute drift across epochs with them):
 * :func:`f16_bits_to_f32` ``(h, out)``: float16 bits to float32, bit-exact, ~0.2 ns/element;
 * :func:`_to_f64` ``(flat, kind)`` / :func:`_to_f32_into` ``(flat, kind, out)``: casts by kind
   (:func:`_kind` maps a torch dtype name to ``"f16" | "bf16" | "f32" | "f64" | "int"``);
-* :func:`_sumsq_rows` ``(x2d)``: fp64 sums of squares of fp32 rows, ~1e-7 relative;
+* :func:`_sumsq_rows` ``(x2d)`` / :func:`sumsq_flat` ``(x1d)``: fp64 sums of squares of fp32 rows
+  (or of one flat array), ~1e-7 relative;
 * :func:`_exact` ``(a, b, starts, a16, b16)``: per-segment partial vectors (slots of
   :mod:`gsvinspect.stats.results`) in fp64, NaN/Inf aware; :func:`_packed_rows` the same for
   fp32 data known to be finite.
@@ -183,34 +184,31 @@ _ZERO_START = np.zeros(1, dtype=np.intp)
 _vecdot = getattr(np, "vecdot", None)
 
 
-def _sumsq_rows(x: np.ndarray) -> list[float]:
-    """fp64 sums of squares of each row of a 2-D fp32 array, accurate to ~1e-7 relative.
+def _sumsq_last(x: np.ndarray) -> np.ndarray:
+    """fp64 sums of squares of fp32 `x` along its last axis, accurate to ~1e-7 relative.
 
     fp32 dot products over runs of 4096 elements, added up in fp64 (a single fp32 dot product
-    over a long vector drifts past 1e-6); one call for all rows.
+    over a long vector drifts past 1e-6); one set of numpy calls for all rows.
     """
-    k, n = x.shape
+    n = x.shape[-1]
     m = n - n % _ROW
-    out = np.zeros(k, dtype=np.float64)
-    if m:
-        out += _rowdot(x[:, :m].reshape(k, -1, _ROW)).sum(axis=1, dtype=np.float64)
+    if not m:   # shorter than one run
+        return _rowdot(x).astype(np.float64)
+    s = _rowdot(x[..., :m].reshape(*x.shape[:-1], -1, _ROW)).sum(axis=-1, dtype=np.float64)
     if m < n:
-        out += _rowdot(x[:, m:])
-    return out.tolist()
+        s = s + _rowdot(x[..., m:])
+    return s
+
+
+def _sumsq_rows(x: np.ndarray) -> list[float]:
+    """:func:`_sumsq_last` of each row of a 2-D fp32 array."""
+    return _sumsq_last(x).tolist()
 
 
 def sumsq_flat(x: np.ndarray) -> float:
-    """:func:`_sumsq_rows` of one flat fp32 array, in two or three numpy calls (the drift pass
-    calls it three times per 1 MB block and checkpoint)."""
-    n = x.shape[0]
-    m = n - n % _ROW
-    s = 0.0
-    if m:
-        runs = x[:m].reshape(-1, _ROW)
-        s = float(_rowdot(runs).sum(dtype=np.float64))
-    if m < n:
-        s += float(_rowdot(x[m:]))
-    return s
+    """:func:`_sumsq_last` of one flat fp32 array (the drift pass calls it three times per 1 MB
+    block and checkpoint; the CPU kernel once per block of a one-sided target)."""
+    return float(_sumsq_last(x))
 
 
 def _rowdot(x: np.ndarray) -> np.ndarray:
