@@ -367,3 +367,27 @@ def test_small_tensors_packed_together_with_edge_values(device, monkeypatch):
     assert r.per_key["m.12"].overflow16_pre == 5 and r.per_key["m.12"].overflow16_ft == 5
     assert r.per_key["m.12"].max_abs_diff == 140000.0
     assert all(r.per_key[f"m.{i}"].overflow16_pre == 0 for i in range(40) if i != 12)
+
+
+def test_auto_device_picks_cuda_only_on_one_core_and_big_inputs(monkeypatch):
+    """README "Speed and memory": with two or more cores ``auto`` never picks CUDA; on one core it
+    takes ~25 GB of tensors (torch not yet imported) before CUDA's start-up pays for itself."""
+    from gsvinspect.stats import device as dev
+
+    monkeypatch.setattr(dev, "_cuda_driver_present", lambda: True)
+    monkeypatch.setattr(dev, "_cuda_available", lambda: (True, ""))
+    monkeypatch.delitem(sys.modules, "torch", raising=False)   # restored after the test
+    monkeypatch.setattr(dev, "_cpu_workers", lambda: 1)
+    assert dev.choose_device("auto", 24 * 10 ** 9) == "cpu"
+    assert dev.choose_device("auto", 26 * 10 ** 9) == "cuda"
+    monkeypatch.setattr(dev, "_cpu_workers", lambda: 2)
+    assert dev.choose_device("auto", 10 ** 13) == "cpu"
+    monkeypatch.setattr(dev, "_cuda_driver_present", lambda: False)    # no driver, torch not imported: no probe
+    monkeypatch.setattr(dev, "_cpu_workers", lambda: 1)
+    assert dev.choose_device("auto", 10 ** 13) == "cpu"
+    assert dev.choose_device("torch-cpu", 1) == "torch-cpu"
+    monkeypatch.setattr(dev, "_cuda_available", lambda: (False, "no GPU"))
+    with pytest.raises(UsageError, match="no GPU"):
+        dev.choose_device("cuda", 1)
+    with pytest.raises(UsageError, match="unknown device"):
+        dev.choose_device("gpu", 1)

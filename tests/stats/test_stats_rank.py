@@ -16,7 +16,7 @@ import torch
 from gsvinspect.align.alignment import align
 from gsvinspect.load.checkpoint import open_checkpoint
 from gsvinspect.report import stats as stats_report
-from gsvinspect.report.numbers import fmt_rel
+from gsvinspect.report.numbers import fmt_cos, fmt_rel
 from gsvinspect.stats.engine import compute_stats
 from gsvinspect.stats.rank import parts, share, top_modules, top_tensors, total_sumsq_diff
 from gsvinspect.stats.rollup import rollup
@@ -115,3 +115,19 @@ def test_one_percentage_format():
     compact = [fmt_rel(x, compact=True) for x in (0.123, 0.0615, 0.001234, 0.00012345, 1.2345e-5, 4e-7, 12.3)]
     assert compact == ["12.3%", "6.2%", "0.12%", "0.012%", "1e-3%", "4e-5%", "1230%"]
     assert all(len(c) <= 6 for c in compact) and all(c.endswith("%") for c in compact)
+
+
+def test_cosine_near_one_is_shown_as_one_minus():
+    """README: **cos** reads ``1-5.4e-05`` when it rounds to 1, from the engine's full-precision 1 - cos."""
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal(10_000).astype(np.float32)
+    b = a + np.float32(0.01) * rng.standard_normal(10_000).astype(np.float32)
+    res = compute_stats(FakeCk({"w": (a, "float32"), "same": (a, "float32")}),
+                        FakeCk({"w": (b, "float32"), "same": (a, "float32")}),
+                        [("w", "w", "w"), ("same", "same", "same")], device="cpu")
+    w = res.per_key["w"]
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    ref = 1 - a64 @ b64 / math.sqrt((a64 @ a64) * (b64 @ b64))
+    assert 1e-5 < ref < 1e-4 and fmt_cos(w.cosine, w.one_minus_cos) == f"1-{ref:.1e}"
+    assert fmt_cos(res.per_key["same"].cosine, res.per_key["same"].one_minus_cos) == "1"
+    assert fmt_cos(0.5) == "0.5000" and fmt_cos(None) == "-"
