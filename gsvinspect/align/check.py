@@ -145,8 +145,12 @@ def check_against(ck_or_weights: Any, name: str | None = None) -> CheckResult:
                                     pre_name=f"expected ({canonical})", ft_name="checked")
                 if f.code not in ("dtype-differs", "version-mismatch", "different-models")
                 and not (f.code == "peft-wrapped" and canonical.endswith(("-lora", "-lora-export")))]
-    if shapes and not missing and not unexpected and all(len(e) == len(f) for _, e, f in shapes):
-        findings = [f for f in findings if f.code != "shape-differs"]
+    res = CheckResult(name=canonical, description=describe_name(canonical), loader=loader, strict=strict,
+                      missing=missing, unexpected=unexpected, shape_mismatched=shapes,
+                      n_expected=len(expected), n_found=len(weights), findings=findings, alignment=al,
+                      auto=auto)
+    if res.widths_only:
+        findings[:] = [f for f in findings if f.code != "shape-differs"]
         findings.insert(0, _width_finding(shapes, len(expected)))
     if canonical.endswith("-export") and not canonical.endswith("lora-export") and missing == [] and not unexpected:
         findings.append(Finding("info", "export-subset",
@@ -155,10 +159,7 @@ def check_against(ck_or_weights: Any, name: str | None = None) -> CheckResult:
     if auto and getattr(ck, "layout", None) is Layout.SOVITS_WEIGHTS and missing and not unexpected \
             and all(k.startswith("enc_q.") for k in missing):
         findings.append(_export_complete(ck, canonical))
-    return CheckResult(name=canonical, description=describe_name(canonical), loader=loader, strict=strict,
-                       missing=missing, unexpected=unexpected, shape_mismatched=shapes,
-                       n_expected=len(expected), n_found=len(weights), findings=findings, alignment=al,
-                       auto=auto)
+    return res
 
 
 def _export_complete(ck: Any, base: str) -> Finding:
