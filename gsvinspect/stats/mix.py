@@ -59,14 +59,7 @@ def alpha_lookup(rules, alpha: float | None) -> Callable[[str], float] | None:
 
 
 def mix_tensor(ts: TensorStats, a: float) -> TensorStats:
-    """One target's stats for ``pre + a·(ft − pre)`` against pre (see the module docstring)."""
-    m = _mix_one(ts, a)
-    if m.paired and 0.0 < a < 1.0:
-        m.overflow16_ft = None
-    return m
-
-
-def _mix_one(ts: TensorStats, a: float) -> TensorStats:
+    """One target's stats for ``pre + a·(ft − pre)`` against pre, ``a`` in [0, 1] (see the module docstring)."""
     if not ts.paired or a == 1.0:
         return ts
     p, d = ts.sumsq_pre, ts.sumsq_diff
@@ -83,7 +76,7 @@ def _mix_one(ts: TensorStats, a: float) -> TensorStats:
         max_abs_diff=a * ts.max_abs_diff if ts.max_abs_diff is not None else None,
         changed=ts.changed if keep_ft else 0,
         changed_frac=ts.changed_frac if keep_ft else (0.0 if ts.changed_frac is not None else None),
-        overflow16_ft=ts.overflow16_ft if keep_ft else ts.overflow16_pre,
+        overflow16_ft=None if keep_ft else ts.overflow16_pre,   # 0 < a < 1: not known from sums
         dtype_ft=ts.dtype_ft if keep_ft else ts.dtype_pre)
 
 

@@ -16,11 +16,14 @@ from helpers_stats import FakeCk
 
 def _pair(rng):
     pre = {"enc.w": rng.standard_normal((64, 48)), "enc.b": rng.standard_normal(48) * 0.01,
-           "zero.beta": np.zeros(16), "same.w": rng.standard_normal(32), "nan.w": rng.standard_normal(8)}
+           "zero.beta": np.zeros(16), "same.w": rng.standard_normal(32), "nan.w": rng.standard_normal(8),
+           "big.w": rng.standard_normal(8)}
     ft = {k: v + 0.05 * rng.standard_normal(v.shape) for k, v in pre.items()}
     ft["zero.beta"] = 1e-4 * rng.standard_normal(16)
     ft["same.w"] = pre["same.w"].copy()
     ft["nan.w"][3] = np.nan
+    ft["big.w"] = pre["big.w"].copy()
+    ft["big.w"][0] = 7e4                     # an fp16 overflow on the fine-tuned side only
     return pre, ft
 
 
@@ -46,6 +49,11 @@ def test_mix_from_sums_equals_the_stats_of_the_mixed_tensors(a):
         if k != "nan.w":                         # NaN pairs: counted as changed by the mix as well
             assert g.one_minus_cos == pytest.approx(r.one_minus_cos, rel=1e-6, abs=1e-12), k
             assert g.changed == r.changed, k
+    ovf = {k: g.overflow16_ft for k, g in got.per_key.items()}
+    if 0 < a < 1:                                  # not known from sums: None, not a guess
+        assert set(ovf.values()) == {None}
+    else:
+        assert ovf == {k: r.overflow16_ft for k, r in ref.per_key.items()} and ovf["big.w"] == a
     bad = got.per_key["nan.w"]                     # 0·NaN is NaN: the mix holds it at any alpha
     assert bad.nan_ft == ref.per_key["nan.w"].nan_ft == 1
     if a < 1:                                      # its norm is not in the sums: NaN, not a wrong number
