@@ -21,7 +21,6 @@ verified like an export's (temp file, fsync, reopen and compare, rename).
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -255,9 +254,8 @@ def build_repaired(plan: RepairPlan) -> Any:
 
 def run_repair(plan: RepairPlan, out_path, *, force: bool = False) -> RepairReport:
     """Write the repaired copy atomically, reopen it and compare everything before it becomes OUT."""
-    from . import torch_writer
     from .atomic import AtomicOutput
-    from .writer import _ProgressFile, _write_error
+    from .writer import save_verified
 
     if not plan.ok:
         raise ExportError(plan.path, "repair refused: " + "; ".join(plan.problems))
@@ -265,27 +263,13 @@ def run_repair(plan: RepairPlan, out_path, *, force: bool = False) -> RepairRepo
     out_path = Path(out_path)
     obj = build_repaired(plan)
     result: dict = {}
+
+    def check(temp: Path) -> None:
+        result["tensors"] = verify_repaired(plan, temp)
+
     with AtomicOutput(out_path, inputs=[plan.path], force=force) as w:
-        pf = _ProgressFile(w.file, None, 0)
-        try:
-            torch_writer.save(obj, pf, header=plan.header_out)
-        except Exception as exc:
-            if pf.error is not None or isinstance(exc, OSError):
-                raise _write_error(out_path, pf.error or exc) from None
-            raise
-
-        def verify(temp: Path) -> None:
-            result["tensors"] = verify_repaired(plan, temp)
-            size = os.path.getsize(temp)
-            if size != pf.written:
-                raise ExportError(out_path, f"verification failed: {size} bytes on disk, {pf.written} written")
-            result.update(size=size, sha=pf.sha.hexdigest())
-
-        try:
-            w.commit(verify)
-        except OSError as exc:
-            raise _write_error(out_path, exc) from None
-    return RepairReport(plan=plan, out_path=out_path, size=result["size"], sha256=result["sha"],
+        size, sha = save_verified(w, out_path, obj, plan.header_out, check)
+    return RepairReport(plan=plan, out_path=out_path, size=size, sha256=sha,
                         verified_tensors=result["tensors"], seconds=time.perf_counter() - t0)
 
 

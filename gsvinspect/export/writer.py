@@ -10,6 +10,7 @@ import os
 import time
 from collections import OrderedDict
 from pathlib import Path
+from typing import Callable
 
 from ..errors import ExportError
 from . import build, mixing, verify as verify_mod
@@ -55,13 +56,42 @@ def _write_error(out_path: Path, exc: BaseException) -> ExportError:
     return ExportError(out_path, f"writing failed: {why}; nothing was written (the temp file was removed)")
 
 
+def save_verified(w, out_path: Path, obj, header: bytes, check: Callable[[Path], None],
+                  progress: Progress | None = None, estimated_size: int = 0) -> tuple[int, str]:
+    """Write `obj` with torch_writer into the AtomicOutput `w`, then commit it once `check(temp)`
+    passes and the file on disk holds every byte written; a failed write (disk full, fsync, rename)
+    is one ExportError. Returns the size and the sha256 of the bytes written."""
+    from . import torch_writer
+
+    pf = _ProgressFile(w.file, progress, estimated_size)
+    try:
+        size = torch_writer.save(obj, pf, header=header)
+    except Exception as exc:
+        if pf.error is not None or isinstance(exc, OSError):
+            raise _write_error(out_path, pf.error or exc) from None
+        raise
+    if progress is not None:
+        progress("write", size, size)
+
+    def verify(temp: Path) -> None:
+        check(temp)
+        disk_size = os.path.getsize(temp)
+        if disk_size != pf.written:
+            raise ExportError(out_path, f"verification failed: {disk_size} bytes on disk, {pf.written} written")
+
+    try:
+        w.commit(verify)
+    except OSError as exc:  # flush/fsync/rename: e.g. the disk filled up at the last buffer
+        raise _write_error(out_path, exc) from None
+    return pf.written, pf.sha.hexdigest()
+
+
 def run_export(plan: ExportPlan, out_path, *, force: bool = False, progress: Progress | None = None) -> ExportReport:
     """Write `plan` to `out_path` atomically and verified; see the module docstring.
 
     `progress(phase, done, total)` is called from this thread with phases "compute", "size",
     "write", "verify"; raising from it aborts the export (OUT stays untouched).
     """
-    from . import torch_writer
     from .atomic import AtomicOutput
 
     if not plan.ok:
@@ -82,33 +112,18 @@ def run_export(plan: ExportPlan, out_path, *, force: bool = False, progress: Pro
                 progress("size", 0, 1)
             info, padded = build.fit_size(plan, weights, info)
         obj = build.build_object(plan, weights, info)
-        pf = _ProgressFile(w.file, progress, plan.estimated_size)
-        try:
-            size = torch_writer.save(obj, pf, header=plan.header)
-        except Exception as exc:
-            if pf.error is not None or isinstance(exc, OSError):
-                raise _write_error(out_path, pf.error or exc) from None
-            raise
-        if progress is not None:
-            progress("write", size, size)
         result: dict = {}
 
-        def verify(temp: Path) -> None:
+        def check(temp: Path) -> None:
             if progress is not None:
                 progress("verify", 0, total)
             verdict, mcheck = verify_mod.verify_written(plan, temp, weights, obj)
             if not verdict.ok:
                 raise ExportError(out_path, "GPT-SoVITS would misread the written file: " + "; ".join(verdict.notes))
-            disk_size = os.path.getsize(temp)
-            if disk_size != pf.written:
-                raise ExportError(out_path, f"verification failed: {disk_size} bytes on disk, {pf.written} written")
-            result.update(verdict=verdict, mcheck=mcheck, sha=pf.sha.hexdigest(), size=disk_size)
+            result.update(verdict=verdict, mcheck=mcheck)
 
-        try:
-            w.commit(verify)
-        except OSError as exc:  # flush/fsync/rename: e.g. the disk filled up at the last buffer
-            raise _write_error(out_path, exc) from None
-    report = ExportReport(plan=plan, out_path=out_path, size=result["size"], sha256=result["sha"],
+        size, sha = save_verified(w, out_path, obj, plan.header, check, progress, plan.estimated_size)
+    report = ExportReport(plan=plan, out_path=out_path, size=size, sha256=sha,
                           verdict=result["verdict"], manifest_check=result["mcheck"], padded=padded,
                           seconds=time.perf_counter() - t0, verified_tensors=len(weights))
     return report
