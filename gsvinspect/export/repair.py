@@ -46,14 +46,11 @@ def weights_only_safe(global_name: str) -> bool:
 
 def weights_only_blockers(ck) -> list[str]:
     """What stops plain ``torch.load(weights_only=True)`` on this file, each as torch says it."""
-    out = []
-    if ck.header != b"PK" and ck.container != "safetensors":
-        out.append(f"the 2-byte header {ck.header.decode('latin1')!r} (torch reads the file as a legacy "
-                   f"pickle: 'Unsupported operand {ck.header[0]}')")
     if ck.container == "safetensors":
-        return out
-    out += [f"GLOBAL {g}" for g in ck.globals if not weights_only_safe(g)]
-    return out
+        return []
+    out = [] if ck.header == b"PK" else [f"the 2-byte header {ck.header.decode('latin1')!r} (torch reads the file "
+                                         f"as a legacy pickle: 'Unsupported operand {ck.header[0]}')"]
+    return out + [f"GLOBAL {g}" for g in ck.globals if not weights_only_safe(g)]
 
 
 @dataclass
