@@ -38,11 +38,6 @@ def pairs(tmp_path_factory):
     return pair_factory(tmp_path_factory)
 
 
-def _config_model(cfg):
-    model = cfg["model"]
-    return model if isinstance(model, dict) else vars(model)
-
-
 @pytest.mark.parametrize("kind,version,layout,read_as,header,info",
                          CASES, ids=[f"{c[0]}-{c[1]}-{c[2]}" for c in CASES])
 def test_export_writes_its_version_and_reads_back_as_written(pairs, tmp_path, kind, version, layout, read_as,
