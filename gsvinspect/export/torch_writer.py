@@ -68,8 +68,10 @@ class OpaquePickler(pickle._Pickler):  # pure-Python pickler: lets us emit raw o
 
     def _name_of(self, obj: Any) -> tuple[str, str]:
         """The (module, name) the pickler writes for a class or function (as pickle resolves it)."""
-        if obj in self.RENAMES if _hashable(obj) else False:
+        try:
             return self.RENAMES[obj]
+        except (KeyError, TypeError):   # not renamed, or unhashable
+            pass
         name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", "?")
         return pickle.whichmodule(obj, name), name
 
@@ -128,14 +130,6 @@ class OpaquePickler(pickle._Pickler):  # pure-Python pickler: lets us emit raw o
             super().save(getattr(torch, name[6:]))
         else:
             super().save(torch.device(name))
-
-
-def _hashable(obj: Any) -> bool:
-    try:
-        hash(obj)
-    except TypeError:
-        return False
-    return True
 
 
 def _require(module: str, name: str, use: str | None) -> None:
