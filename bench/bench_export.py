@@ -60,7 +60,7 @@ class _AnonPeak:
 def child_export(pre: str, ft: str, out: str) -> dict:
     from gsvinspect.load.checkpoint import open_checkpoint
     from gsvinspect.export.plan import plan_export
-from gsvinspect.export.writer import run_export
+    from gsvinspect.export.writer import run_export
 
     import torch  # noqa: F401  (import cost outside the timing)
 
