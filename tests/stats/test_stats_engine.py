@@ -391,3 +391,25 @@ def test_auto_device_picks_cuda_only_on_one_core_and_big_inputs(monkeypatch):
         dev.choose_device("cuda", 1)
     with pytest.raises(UsageError, match="unknown device"):
         dev.choose_device("gpu", 1)
+
+
+def test_inputs_from_64_mb_go_to_one_worker_per_core(monkeypatch):
+    """README "Speed and memory": inputs over 64 MB are shared with forked workers, one per core;
+    smaller ones stay on the calling thread (workers would cost more than they save)."""
+    from gsvinspect.stats import cpu as stats_cpu
+
+    asked = []
+    real = stats_cpu.run_jobs
+
+    def spy(n, work, done, *, processes, **kw):
+        asked.append(processes)
+        return real(n, work, done, processes=1, **kw)
+
+    monkeypatch.setattr(stats_cpu, "run_jobs", spy)
+    monkeypatch.setattr(stats_cpu, "_cpu_workers", lambda: 5)
+    half = 32 << 20                                   # bytes per side: 64 MB read in all
+    for n_elems, want in ((half // 2, 5), (half // 2 - 1, 1)):
+        pre = np.zeros(n_elems, np.float16)           # calloc'd: no page touched until read
+        res = compute_stats(FakeCk({"w": (pre, "float16")}), FakeCk({"w": (pre, "float16")}),
+                            [("w", "w", "w")], device="cpu")
+        assert asked[-1] == want and res.per_key["w"].norm_diff == 0.0
