@@ -407,3 +407,16 @@ def test_inputs_from_64_mb_go_to_one_worker_per_core(monkeypatch):
         res = compute_stats(FakeCk({"w": (pre, "float16")}), FakeCk({"w": (pre, "float16")}),
                             [("w", "w", "w")], device="cpu")
         assert asked[-1] == want and res.per_key["w"].norm_diff == 0.0
+
+
+@pytest.mark.parametrize("n", [0, 1, 4095, 4096, 4097, 3 * 4096 + 5, 1 << 20])
+def test_sumsq_kernels_are_fp64_accurate_and_agree(n):
+    """The CPU kernel's rows (`_sumsq_rows`) and the drift pass's flat sums (`sumsq_flat`) are one
+    computation: equal to the bit, and within 1e-7 of an fp64 sum, either side of a 4096 run."""
+    from gsvinspect.stats.kernels import _sumsq_rows, sumsq_flat
+
+    x = (np.random.default_rng(n).standard_normal((3, n)) + 0.5).astype(np.float32)
+    rows = _sumsq_rows(x)
+    assert rows == [sumsq_flat(r) for r in x] and all(type(v) is float for v in rows)
+    for got, r in zip(rows, x.astype(np.float64)):
+        assert got == pytest.approx(float(r @ r), rel=1e-7, abs=0.0)
