@@ -4,8 +4,7 @@ A missing `enc_q.*` is not "103 keys missing": it means the file is a SoVITS_wei
 used as `pretrained_s2G`, trains with a random posterior encoder because GPT-SoVITS loads it with
 `strict=False` and says nothing. This module turns an `Alignment` (plus what the loader detected
 about each file) into such findings (FORMATS.md §3.4, §5, §7, §8, §11); `align.check` uses them to
-check a single file against the key set GPT-SoVITS's loader expects. `check_against`,
-`auto_check_name` and `CheckResult` are reachable from here too, for existing callers.
+check a single file against the key set GPT-SoVITS's loader expects.
 """
 
 from __future__ import annotations
@@ -366,12 +365,3 @@ def _lora_rank(ck: Any, lora_a: list[TensorInfo]) -> int | None:
             return t.shape[0]
     return None
 
-
-def __getattr__(name: str):
-    """`check_against`, `auto_check_name`, `CheckResult` moved to `align.check` (imported on use:
-    that module builds on this one)."""
-    if name in ("check_against", "auto_check_name", "CheckResult"):
-        from . import check
-
-        return getattr(check, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

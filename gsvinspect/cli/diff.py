@@ -75,8 +75,9 @@ def compute_report(args, stack: ExitStack):
     if args.spectrum_top and args.no_stats:
         raise UsageError("--spectrum-top ranks weights by the stats that --no-stats skips; drop --no-stats, "
                          "or name weights with --spectrum KEY")
-    if args.alpha is not None and not 0.0 <= args.alpha <= 1.0:
-        raise UsageError(f"--alpha must be in [0, 1] (1 = fine-tuned, 0 = pretrained), got {args.alpha}")
+    from ..export.mixing import check_alpha
+
+    check_alpha(args.alpha)           # the message export gives for the same flag
     if args.alpha is not None and args.no_stats:
         raise UsageError("--alpha previews the mix from the statistics that --no-stats skips; drop --no-stats")
     if args.rules and args.suggest:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..align.knowledge import CheckResult
+from ..align.check import CheckResult
 from ..meta import fmt_shape
 
 if TYPE_CHECKING:

@@ -48,13 +48,19 @@ class _Src:
             return self.arr[i:j]
         size = self.arr.itemsize
         view = raw[:(j - i) * size]
-        got, want, off = 0, view.shape[0], self.offset + i * size
-        while got < want:
-            n = os.preadv(self.fd, [view[got:]], off + got)
-            if n == 0:
-                raise CheckpointError(self.path, "file shrank while being read (changed by another program?)")
-            got += n
+        pread_exact(self.fd, view, self.offset + i * size, self.path)
         return view.view(self.arr.dtype)
+
+
+def pread_exact(fd: int, view: np.ndarray, offset: int, path) -> None:
+    """Fill `view` (a uint8 buffer) from `fd` at `offset`; a file that ends first (truncated by
+    another program since it was opened) is a CheckpointError naming `path`."""
+    got, want = 0, view.shape[0]
+    while got < want:
+        n = os.preadv(fd, [view[got:]], offset + got)
+        if n == 0:
+            raise CheckpointError(path, "file shrank while being read (changed by another program?)")
+        got += n
 
 
 class _Files:

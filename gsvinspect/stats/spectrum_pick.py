@@ -22,13 +22,10 @@ from typing import Callable, Iterable
 
 from ..align.alignment import Alignment, Row, Status
 from ..errors import UsageError
+from ..meta import fmt_shape
 from .spectrum import MIN_SIDE, matrix_shape
 
 Change = Callable[[Row], "float | None"]
-
-
-def _shape(info) -> str:
-    return "×".join(str(d) for d in info.shape) or "scalar"
 
 
 def why_not(row: Row) -> str | None:
@@ -43,10 +40,10 @@ def why_not(row: Row) -> str | None:
     if row.pre is None or row.ft is None:     # metadata unknown: spectrum() checks when it reads
         return None
     if tuple(row.pre.shape) != tuple(row.ft.shape):
-        return f"{t}: shapes differ ({_shape(row.pre)} vs {_shape(row.ft)}); Δ needs equal shapes"
+        return f"{t}: shapes differ ({fmt_shape(row.pre.shape)} vs {fmt_shape(row.ft.shape)}); Δ needs equal shapes"
     if matrix_shape(row.pre.shape) is None:
         dims = f"{len(row.pre.shape)}-D" if len(row.pre.shape) < 2 else "effectively 1-D"
-        return f"{t} is {dims} ({_shape(row.pre)}); a spectrum needs a 2-D or conv weight"
+        return f"{t} is {dims} ({fmt_shape(row.pre.shape)}); a spectrum needs a 2-D or conv weight"
     return None
 
 

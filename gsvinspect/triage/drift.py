@@ -29,12 +29,10 @@ numpy calls per file and the pass was bound by the interpreter, not by memory.
 from __future__ import annotations
 
 import math
-import os
 import threading
 
 import numpy as np
 
-from ..errors import CheckpointError
 from ..meta import FLOAT_DTYPES
 from .entry import ScanEntry, top_module
 from .trajectory import (DRIFT_STAGES, JUMP_FACTOR, DriftGroup, DriftPoint, _Sums, drift_groups,  # noqa: F401
@@ -42,7 +40,7 @@ from .trajectory import (DRIFT_STAGES, JUMP_FACTOR, DriftGroup, DriftPoint, _Sum
 from .relations import canonical
 
 from ..stats.device import _cpu_workers
-from ..stats.files import _Files
+from ..stats.files import _Files, pread_exact
 from ..stats.kernels import _kind, f16_bits_to_f32, sumsq_flat
 from ..stats.pool import run_jobs
 from ..stats.results import OVERFLOW16
@@ -351,12 +349,7 @@ class _PackSrc:
                 pos += arr.nbytes
                 continue
             off, want = sp
-            got = 0
-            while got < want:
-                n = os.preadv(self.fd, [raw[pos + got:pos + want]], off + got)
-                if n == 0:
-                    raise CheckpointError(self.ck.path, "file shrank while being read (changed by another program?)")
-                got += n
+            pread_exact(self.fd, raw[pos:pos + want], off, self.ck.path)
             pos += want
         assert pos // np.dtype(self.dtype).itemsize == hi - lo
         return raw[:pos].view(self.dtype)

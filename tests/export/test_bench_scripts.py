@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
-SCRIPTS = ["_proc.py", "bench_stats.py", "bench_diff.py", "bench_export.py", "bench_align.py", "bench_memory.py"]
+SCRIPTS = ["_proc.py", "bench_stats.py", "bench_diff.py", "bench_export.py", "bench_align.py", "bench_memory.py",
+           "bench_open.py", "bench_scan.py", "bench_tui.py"]
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
