@@ -35,8 +35,7 @@ import numpy as np
 
 from ..meta import FLOAT_DTYPES
 from .entry import ScanEntry, top_module
-from .trajectory import (DRIFT_STAGES, JUMP_FACTOR, DriftGroup, DriftPoint, _Sums, drift_groups,  # noqa: F401
-                         mark_jumps)
+from .trajectory import DriftGroup, DriftPoint, _Sums, drift_groups, mark_jumps
 from .relations import canonical
 
 from ..stats.device import _cpu_workers
